@@ -1,0 +1,54 @@
+//! Step 02: axum, configuration from the environment, and request cancellation you can see.
+//!
+//! Run it:   `cargo run -p step-02`   then   `curl -i localhost:8080/`
+//! Try:      `TARGET=Gopher REQUEST_TIMEOUT=1s cargo run -p step-02`, then
+//!           `curl 'localhost:8080/?work_ms=3000'` (503 after 1 s) or press Ctrl-C on a
+//!           `curl 'localhost:8080/?work_ms=5000'` and watch the server log `request cancelled`.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use step_02::{Config, Stats, app};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+
+    // ANCHOR: main
+    let config = match Config::from_lookup(|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(message) => {
+            // One line, exit code 2: the convention for "you called me wrong".
+            eprintln!("step-02: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Binding is quick, but doing it asynchronously keeps the runtime's threads free.
+    let listener = match TcpListener::bind(("0.0.0.0", config.port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("step-02: cannot listen on port {}: {error}", config.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(target = %config.target, timeout = ?config.request_timeout, "listening on {addr}");
+    }
+    // axum::serve runs the accept loop of step 01 for us, one task per connection.
+    // It only returns if accepting fails for good.
+    if let Err(error) = axum::serve(listener, app(&config, Arc::new(Stats::default()))).await {
+        eprintln!("step-02: server error: {error}");
+        return ExitCode::FAILURE;
+    }
+    // ANCHOR_END: main
+    ExitCode::SUCCESS
+}
