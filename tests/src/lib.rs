@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 /// Generous upper bound for anything that should take milliseconds: start-up, a reply, an exit.
 /// Tests fail if it is exceeded, but it is never what a test waits for on the happy path.
@@ -41,7 +42,9 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(serve(listener));
     addr
@@ -79,7 +82,10 @@ impl Reply {
         names.dedup();
         for name in names.into_iter().filter(|n| *n != "date") {
             for value in self.headers.get_all(name) {
-                out.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("<binary>")));
+                out.push_str(&format!(
+                    "{name}: {}\n",
+                    value.to_str().unwrap_or("<binary>")
+                ));
             }
         }
         out.push('\n');
@@ -113,7 +119,9 @@ pub async fn request(
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let res = sender.send_request(req.body(Full::new(body.into()))?).await?;
+    let res = sender
+        .send_request(req.body(Full::new(body.into()))?)
+        .await?;
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await?.to_bytes();
@@ -138,33 +146,35 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 pub struct Binary {
     child: Child,
     pub addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
+    output: Output,
 }
 
 impl Binary {
     /// Starts `path` with `env` added to the environment and waits for its `listening on` line.
     pub async fn start(path: &str, env: &[(&str, &str)]) -> Binary {
         let mut command = Command::new(path);
-        command.env("PORT", "0").env("NO_COLOR", "1").env_remove("RUST_LOG");
+        command
+            .env("PORT", "0")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
         command.envs(env.iter().copied());
-        let (child, lines) = spawn_collecting(command);
+        let (child, output) = spawn_collecting(command);
         let mut binary = Binary {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
+            output,
         };
         let line = binary
             .wait_for_line("listening on")
             .await
             .unwrap_or_else(|| panic!("{path} never said `listening on`: {:?}", binary.output()));
-        binary.addr = parse_listening(&line)
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        binary.addr = parse_listening(&line).unwrap_or_else(|| panic!("no address in {line:?}"));
         binary
     }
 
     /// Everything printed so far, one entry per line.
     pub fn output(&self) -> Vec<String> {
-        self.lines.lock().expect("output lock").clone()
+        self.output.lines()
     }
 
     /// Waits (up to [`PATIENCE`]) for a line containing `needle`; returns it.
@@ -175,8 +185,8 @@ impl Binary {
                 return Some(line);
             }
             if let Ok(Some(_)) = self.child.try_wait() {
-                // It exited: give the reader tasks a moment to drain the pipes, then look once more.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // It exited: read what is left in the pipes, then look once more.
+                self.output.drain().await;
                 return self.output().into_iter().find(|l| l.contains(needle));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -196,8 +206,14 @@ impl Binary {
     }
 
     /// Waits for the process to exit, at most `limit`; `None` if it is still running.
+    /// After an exit, [`Binary::output`] holds everything the process printed.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait()).await.ok().map(|r| r.expect("wait"))
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()?
+            .expect("wait");
+        self.output.drain().await;
+        Some(status)
     }
 }
 
@@ -205,17 +221,18 @@ impl Binary {
 /// output, for start-up failures such as bad configuration.
 pub async fn run_to_exit(path: &str, env: &[(&str, &str)]) -> (ExitStatus, Vec<String>) {
     let mut command = Command::new(path);
-    command.env("PORT", "0").env("NO_COLOR", "1").env_remove("RUST_LOG");
+    command
+        .env("PORT", "0")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
     command.envs(env.iter().copied());
-    let (mut child, lines) = spawn_collecting(command);
+    let (mut child, mut output) = spawn_collecting(command);
     let status = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .unwrap_or_else(|_| panic!("{path} did not exit within {PATIENCE:?}"))
         .expect("wait");
-    // The readers finish when the pipes close, just after the exit.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let output = lines.lock().expect("output lock").clone();
-    (status, output)
+    output.drain().await;
+    (status, output.lines())
 }
 
 /// Snapshots a [`Reply`] as a `curl -i` transcript in `tests/snapshots/<name>.snap`.
@@ -248,7 +265,7 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-fn spawn_collecting(mut command: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
+fn spawn_collecting(mut command: Command) -> (Child, Output) {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -258,19 +275,43 @@ fn spawn_collecting(mut command: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    collect(stdout, lines.clone());
-    collect(stderr, lines.clone());
-    (child, lines)
+    let readers = vec![
+        collect(stdout, lines.clone()),
+        collect(stderr, lines.clone()),
+    ];
+    (child, Output { lines, readers })
 }
 
-fn collect(pipe: impl AsyncRead + Unpin + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+/// What a child process printed, collected by one reader task per pipe.
+struct Output {
+    lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Output {
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("output lock").clone()
+    }
+
+    /// Waits until both pipes are read to the end (they close when the process exits).
+    async fn drain(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(PATIENCE, reader).await;
+        }
+    }
+}
+
+fn collect(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
     // One reader task per pipe, so a chatty stderr can never block the process on a full stdout.
     tokio::spawn(async move {
         let mut reader = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             lines.lock().expect("output lock").push(line);
         }
-    });
+    })
 }
 
 /// `... listening on 0.0.0.0:43123 ...` → `127.0.0.1:43123`.

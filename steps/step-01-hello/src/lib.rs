@@ -58,7 +58,8 @@ pub async fn serve(listener: TcpListener) {
         tokio::spawn(async move {
             // Speak HTTP/1.1 on this connection, with keep-alive, until the client closes it.
             // `service_fn` wraps our plain async function as the service hyper calls per request.
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(hello));
+            let connection =
+                http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(hello));
             if let Err(error) = connection.await {
                 // A client that vanishes mid-request ends up here; it harms no one else.
                 eprintln!("connection ended with an error: {error}");

@@ -18,10 +18,19 @@ async fn any_request_gets_hello_as_plain_text() {
 async fn every_path_and_method_gets_the_same_answer() {
     let addr = spawn_in_process(step_01::serve).await;
 
-    for (method, path) in [(Method::GET, "/anything/at/all"), (Method::POST, "/"), (Method::DELETE, "/x?y=z")] {
-        let reply = request(addr, method.clone(), path, &[], "ignored body").await.expect("request");
+    for (method, path) in [
+        (Method::GET, "/anything/at/all"),
+        (Method::POST, "/"),
+        (Method::DELETE, "/x?y=z"),
+    ] {
+        let reply = request(addr, method.clone(), path, &[], "ignored body")
+            .await
+            .expect("request");
         assert_eq!(reply.status, 200, "{method} {path}");
-        assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(reply.body, step_01::GREETING);
     }
 }
@@ -41,5 +50,8 @@ async fn a_bad_port_is_one_line_and_exit_code_2() {
     let (status, output) = run_to_exit(BIN, &[("PORT", "abc")]).await;
 
     assert_eq!(status.code(), Some(2));
-    assert_eq!(output, ["step-01: PORT must be a number from 0 to 65535, got \"abc\""]);
+    assert_eq!(
+        output,
+        ["step-01: PORT must be a number from 0 to 65535, got \"abc\""]
+    );
 }

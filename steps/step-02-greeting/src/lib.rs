@@ -45,10 +45,17 @@ impl Config {
             .unwrap_or_else(|| "World".to_owned());
         let request_timeout = match lookup("REQUEST_TIMEOUT") {
             None => Duration::from_secs(5),
-            Some(text) => parse_duration(&text)
-                .ok_or_else(|| format!("REQUEST_TIMEOUT must be a positive duration such as 5s or 250ms, got {text:?}"))?,
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                format!(
+                    "REQUEST_TIMEOUT must be a positive duration such as 5s or 250ms, got {text:?}"
+                )
+            })?,
         };
-        Ok(Config { port, target, request_timeout })
+        Ok(Config {
+            port,
+            target,
+            request_timeout,
+        })
     }
 }
 
@@ -92,7 +99,10 @@ pub struct AppState {
 // ANCHOR: app
 /// Builds the whole application: routes, state and the request timeout.
 pub fn app(config: &Config, stats: Arc<Stats>) -> Router {
-    let state = AppState { target: config.target.as_str().into(), stats };
+    let state = AppState {
+        target: config.target.as_str().into(),
+        stats,
+    };
     Router::new()
         .route("/", get(greet))
         .with_state(state)
@@ -147,7 +157,11 @@ struct CancelGuard<'a> {
 
 impl<'a> CancelGuard<'a> {
     fn new(stats: &'a Stats) -> Self {
-        CancelGuard { stats, started: Instant::now(), finished: false }
+        CancelGuard {
+            stats,
+            started: Instant::now(),
+            finished: false,
+        }
     }
 
     fn finish(mut self) {

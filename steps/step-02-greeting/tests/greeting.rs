@@ -14,8 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_step-02");
 
 /// The configuration a test asks for, on top of the defaults.
 fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: Vec<(String, String)> =
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
         .expect("valid test configuration")
 }
@@ -24,7 +26,8 @@ fn config(vars: &[(&str, &str)]) -> Config {
 async fn start(config: Config) -> (std::net::SocketAddr, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
     let router = app(&config, stats.clone());
-    let addr = spawn_in_process(|listener| async move { axum::serve(listener, router).await }).await;
+    let addr =
+        spawn_in_process(|listener| async move { axum::serve(listener, router).await }).await;
     (addr, stats)
 }
 
@@ -73,11 +76,21 @@ async fn a_client_that_disconnects_cancels_the_work() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(client);
 
-    let recorded = eventually(Duration::from_secs(1), || stats.cancelled.load(Ordering::Relaxed) == 1).await;
-    assert!(recorded, "the server did not record the cancellation within 1 s of the disconnect");
+    let recorded = eventually(Duration::from_secs(1), || {
+        stats.cancelled.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(
+        recorded,
+        "the server did not record the cancellation within 1 s of the disconnect"
+    );
     // Wait until the work would have finished, and check that it never did.
     tokio::time::sleep(Duration::from_millis(2_200).saturating_sub(started.elapsed())).await;
-    assert_eq!(stats.completed.load(Ordering::Relaxed), 0, "the work ran to completion anyway");
+    assert_eq!(
+        stats.completed.load(Ordering::Relaxed),
+        0,
+        "the work ran to completion anyway"
+    );
 }
 
 #[tokio::test]
@@ -89,10 +102,22 @@ async fn a_request_past_the_timeout_gets_503_at_the_deadline() {
 
     let elapsed = started.elapsed();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(elapsed >= Duration::from_millis(300), "answered before the deadline: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "answered long after the deadline: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "answered before the deadline: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "answered long after the deadline: {elapsed:?}"
+    );
     // The timeout dropped the handler, exactly like a disconnect would.
-    assert!(eventually(Duration::from_secs(1), || stats.cancelled.load(Ordering::Relaxed) == 1).await);
+    assert!(
+        eventually(Duration::from_secs(1), || stats
+            .cancelled
+            .load(Ordering::Relaxed)
+            == 1)
+        .await
+    );
     testkit::assert_transcript!(
         "step02_timeout",
         reply,
@@ -108,19 +133,33 @@ async fn too_much_work_is_refused() {
 
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body, "work_ms must be at most 10000\n");
-    assert_eq!(stats.completed.load(Ordering::Relaxed) + stats.cancelled.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        stats.completed.load(Ordering::Relaxed) + stats.cancelled.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]
 fn configuration_defaults_and_overrides() {
     assert_eq!(
         config(&[]),
-        Config { port: 8080, target: "World".into(), request_timeout: Duration::from_secs(5) }
+        Config {
+            port: 8080,
+            target: "World".into(),
+            request_timeout: Duration::from_secs(5)
+        }
     );
-    let custom = config(&[("PORT", "3000"), ("TARGET", "Rust"), ("REQUEST_TIMEOUT", "250ms")]);
+    let custom = config(&[
+        ("PORT", "3000"),
+        ("TARGET", "Rust"),
+        ("REQUEST_TIMEOUT", "250ms"),
+    ]);
     assert_eq!((custom.port, custom.target.as_str()), (3000, "Rust"));
     assert_eq!(custom.request_timeout, Duration::from_millis(250));
-    assert_eq!(config(&[("REQUEST_TIMEOUT", "1.5")]).request_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        config(&[("REQUEST_TIMEOUT", "1.5")]).request_timeout,
+        Duration::from_millis(1500)
+    );
 }
 
 #[test]
@@ -135,12 +174,19 @@ async fn the_binary_logs_cancellations() {
     let mut server = Binary::start(BIN, &[]).await;
 
     let mut client = TcpStream::connect(server.addr).await.expect("connect");
-    client.write_all(b"GET /?work_ms=5000 HTTP/1.1\r\nhost: test\r\n\r\n").await.expect("send");
+    client
+        .write_all(b"GET /?work_ms=5000 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("send");
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(client);
 
     let line = server.wait_for_line("request cancelled").await;
-    assert!(line.is_some_and(|l| l.contains("elapsed_ms=")), "{:?}", server.output());
+    assert!(
+        line.is_some_and(|l| l.contains("elapsed_ms=")),
+        "{:?}",
+        server.output()
+    );
 }
 
 #[tokio::test]
@@ -155,18 +201,28 @@ async fn the_binary_listens_on_port_from_the_environment() {
 
 #[tokio::test]
 async fn bad_configuration_is_one_line_and_exit_code_2() {
-    for (var, value) in [("PORT", "abc"), ("PORT", "70000"), ("REQUEST_TIMEOUT", "-1")] {
+    for (var, value) in [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("REQUEST_TIMEOUT", "-1"),
+    ] {
         let (status, output) = tokio::time::timeout(PATIENCE, run_to_exit(BIN, &[(var, value)]))
             .await
             .expect("exits");
 
         assert_eq!(status.code(), Some(2), "{var}={value}");
         assert_eq!(output.len(), 1, "{var}={value}: {output:?}");
-        assert!(output[0].starts_with(&format!("step-02: {var} must be")), "{output:?}");
+        assert!(
+            output[0].starts_with(&format!("step-02: {var} must be")),
+            "{output:?}"
+        );
     }
     let (_, output) = run_to_exit(BIN, &[("REQUEST_TIMEOUT", "-1")]).await;
     testkit::assert_transcript!(
         "step02_bad_config",
-        format!("$ REQUEST_TIMEOUT=-1 cargo run -q -p step-02\n{}\n$ echo $?\n2", output.join("\n"))
+        format!(
+            "$ REQUEST_TIMEOUT=-1 cargo run -q -p step-02\n{}\n$ echo $?\n2",
+            output.join("\n")
+        )
     );
 }

@@ -54,15 +54,26 @@ impl Config {
             .unwrap_or_else(|| "World".to_owned());
         let request_timeout = match lookup("REQUEST_TIMEOUT") {
             None => Duration::from_secs(5),
-            Some(text) => parse_duration(&text)
-                .ok_or_else(|| format!("REQUEST_TIMEOUT must be a positive duration such as 5s or 250ms, got {text:?}"))?,
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                format!(
+                    "REQUEST_TIMEOUT must be a positive duration such as 5s or 250ms, got {text:?}"
+                )
+            })?,
         };
         let shutdown_timeout = match lookup("SHUTDOWN_TIMEOUT") {
             None => Duration::from_secs(8),
-            Some(text) => parse_duration(&text)
-                .ok_or_else(|| format!("SHUTDOWN_TIMEOUT must be a positive duration such as 8s or 500ms, got {text:?}"))?,
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                format!(
+                    "SHUTDOWN_TIMEOUT must be a positive duration such as 8s or 500ms, got {text:?}"
+                )
+            })?,
         };
-        Ok(Config { port, target, request_timeout, shutdown_timeout })
+        Ok(Config {
+            port,
+            target,
+            request_timeout,
+            shutdown_timeout,
+        })
     }
 }
 
@@ -108,7 +119,10 @@ pub struct AppState {
 // ANCHOR: app
 /// Builds the whole application: routes, state and the request timeout.
 pub fn app(config: &Config, stats: Arc<Stats>) -> Router {
-    let state = AppState { target: config.target.as_str().into(), stats };
+    let state = AppState {
+        target: config.target.as_str().into(),
+        stats,
+    };
     Router::new()
         .route("/", get(greet))
         .with_state(state.clone())
@@ -182,7 +196,11 @@ struct CancelGuard<'a> {
 
 impl<'a> CancelGuard<'a> {
     fn new(stats: &'a Stats) -> Self {
-        CancelGuard { stats, started: Instant::now(), finished: false }
+        CancelGuard {
+            stats,
+            started: Instant::now(),
+            finished: false,
+        }
     }
 
     fn finish(mut self) {
@@ -232,7 +250,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// counters (think: a batch of metrics sent to a collector), and once more when told to stop.
 async fn flush_periodically(stats: Arc<Stats>, stop: CancellationToken) {
     // The first flush is one period after start-up: there is nothing to report before that.
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
     loop {
         // Sleep until the next tick *or* until shutdown begins, whichever comes first.
         tokio::select! {
@@ -307,7 +326,10 @@ pub async fn run(
         }
         Err(_) => {
             let cut_off = stats.in_flight.load(Ordering::Relaxed);
-            tracing::error!(cut_off, "drain deadline passed; exiting with requests still in flight");
+            tracing::error!(
+                cut_off,
+                "drain deadline passed; exiting with requests still in flight"
+            );
             Err(DrainTimedOut { cut_off })
         }
     }

@@ -32,11 +32,18 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         }
     };
     let refused = tokio::time::timeout(Duration::from_millis(700), refused_while_draining).await;
-    assert_eq!(refused, Ok(true), "new connections were still accepted after SIGTERM");
+    assert_eq!(
+        refused,
+        Ok(true),
+        "new connections were still accepted after SIGTERM"
+    );
     let reply = in_flight.await.expect("request task");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "Hello, World!\n");
-    let status = server.wait_exit(PATIENCE).await.expect("exits after draining");
+    let status = server
+        .wait_exit(PATIENCE)
+        .await
+        .expect("exits after draining");
     assert_eq!(status.code(), Some(0), "{:?}", server.output());
 }
 
@@ -45,7 +52,9 @@ async fn an_idle_keep_alive_connection_does_not_hold_shutdown_open() {
     let mut server = Binary::start(BIN, &[]).await;
     // One request on a keep-alive connection, then the client just sits there.
     let mut idle = TcpStream::connect(server.addr).await.expect("connect");
-    idle.write_all(b"GET /?work_ms=0 HTTP/1.1\r\nhost: test\r\n\r\n").await.expect("send");
+    idle.write_all(b"GET /?work_ms=0 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("send");
     let mut buffer = [0u8; 1024];
     let read = idle.read(&mut buffer).await.expect("reply");
     assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
@@ -57,15 +66,22 @@ async fn an_idle_keep_alive_connection_does_not_hold_shutdown_open() {
     // make the exit take that long and fail.
     let status = server.wait_exit(PATIENCE).await.expect("exits");
     assert_eq!(status.code(), Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(4), "exit took {:?}", signalled.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "exit took {:?}",
+        signalled.elapsed()
+    );
     // And the server closed the idle connection rather than leaving it dangling.
     assert_eq!(idle.read(&mut buffer).await.map_err(|_| ()), Ok(0));
 }
 
 #[tokio::test]
 async fn a_request_longer_than_the_drain_deadline_is_cut_off_at_the_deadline() {
-    let mut server =
-        Binary::start(BIN, &[("SHUTDOWN_TIMEOUT", "1s"), ("REQUEST_TIMEOUT", "60s")]).await;
+    let mut server = Binary::start(
+        BIN,
+        &[("SHUTDOWN_TIMEOUT", "1s"), ("REQUEST_TIMEOUT", "60s")],
+    )
+    .await;
     let too_long = start_request(&server, "/?work_ms=10000");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -75,10 +91,20 @@ async fn a_request_longer_than_the_drain_deadline_is_cut_off_at_the_deadline() {
 
     let elapsed = signalled.elapsed();
     assert_eq!(status.code(), Some(1));
-    assert!(elapsed >= Duration::from_millis(900), "gave up before the deadline: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(4), "gave up long after the deadline: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "gave up before the deadline: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "gave up long after the deadline: {elapsed:?}"
+    );
     let log = server.output();
-    assert!(log.iter().any(|l| l.contains("drain deadline passed") && l.contains("cut_off=1")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("drain deadline passed") && l.contains("cut_off=1")),
+        "{log:?}"
+    );
     // The client sees its connection die rather than a reply.
     assert!(too_long.await.is_err(), "the cut-off request got a reply");
 }
@@ -97,7 +123,12 @@ async fn sigint_drains_like_sigterm_and_the_log_tells_each_phase() {
     // Logged lines after the signal, without their timestamps (the first word).
     let phases: Vec<String> = server.output()[started..]
         .iter()
-        .map(|line| line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest).trim().to_owned())
+        .map(|line| {
+            line.split_once(' ')
+                .map_or(line.as_str(), |(_, rest)| rest)
+                .trim()
+                .to_owned()
+        })
         .collect();
     testkit::assert_transcript!("step03_shutdown_log", phases.join("\n"));
 }
