@@ -23,8 +23,15 @@ async fn healthz_answers_ok() {
 
     assert_eq!(health.status, 200);
     assert_eq!(health.body, "ok", "GET /healthz should answer `ok`");
-    assert_eq!(health.header("content-type"), Some("text/plain; charset=utf-8"));
-    assert_eq!(root.body, step_01::GREETING, "other paths still get the greeting");
+    assert_eq!(
+        health.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        root.body,
+        step_01::GREETING,
+        "other paths still get the greeting"
+    );
 }
 
 /// Exercise 2: every reply names the server in a `server: step-01` header.

@@ -1,0 +1,56 @@
+//! Step 04: the item API, done properly.
+//!
+//! Run it:   `cargo run -p step-04`, then in another terminal
+//!           `curl -i -X POST localhost:8080/api/items -H 'content-type: application/json' -d '{"name":"Test Item"}'`
+//!           and `curl -i localhost:8080/api/items`. The API is described at `/openapi.json`.
+//! Limits:   `MAX_ITEMS`, `HEADER_READ_TIMEOUT`, `REQUEST_TIMEOUT`, `SHUTDOWN_TIMEOUT` (see lib.rs).
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use step_04::{Config, run, shutdown_signal};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+
+    // ANCHOR: main
+    let config = match Config::from_lookup(|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("step-04: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Install the signal handlers before announcing that we listen (see step 03).
+    let signal = match shutdown_signal() {
+        Ok(signal) => signal,
+        Err(error) => {
+            eprintln!("step-04: cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(("0.0.0.0", config.port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("step-04: cannot listen on port {}: {error}", config.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(max_items = config.max_items, "listening on {addr}");
+    }
+    // Serve until a signal, then drain; a missed deadline is exit code 1.
+    match run(listener, config, signal).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+    // ANCHOR_END: main
+}

@@ -1,0 +1,116 @@
+//! Liveness and readiness probes.
+//!
+//! Two questions, two routes, because the platform acts differently on each answer:
+//! - `/healthz`, liveness: "can this process serve at all?" A failing liveness probe gets the
+//!   container *restarted*, so it must not depend on anything outside the process (a slow
+//!   database would otherwise restart every instance at once) and must answer while the
+//!   server is saturated: it is never shed.
+//! - `/readyz`, readiness (and Cloud Run's startup probe): "should traffic come here now?"
+//!   Not before start-up work is done, and not once draining has begun, so the load balancer
+//!   stops sending new requests while the ones in flight finish.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+// ANCHOR: readiness
+/// Where the instance is in its life, shared by `run` (which moves it forward) and `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Start-up work is still running: alive, not ready.
+    Starting,
+    /// Serving traffic.
+    Ready,
+    /// Shutdown has begun: finishing what is in flight, not taking more.
+    Draining,
+}
+
+impl Readiness {
+    pub fn phase(&self) -> Phase {
+        match self.0.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
+    }
+
+    /// Start-up is done. Does nothing once draining: a late start-up must not undo a drain.
+    pub fn set_ready(&self) {
+        let _ = self
+            .0
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Shutdown has begun; there is no way back.
+    pub fn set_draining(&self) {
+        self.0.store(2, Ordering::Release);
+    }
+}
+// ANCHOR_END: readiness
+
+// ANCHOR: routes
+/// `/healthz` and `/readyz`. The caller mounts them *outside* the concurrency limit.
+pub fn routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+}
+
+async fn healthz() -> Response {
+    probe_reply(StatusCode::OK, "ok")
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    match readiness.phase() {
+        Phase::Ready => probe_reply(StatusCode::OK, "ready"),
+        Phase::Starting => probe_reply(StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        Phase::Draining => probe_reply(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+    }
+}
+
+/// A probe's answer must never come from a cache between the prober and the process.
+fn probe_reply(status: StatusCode, what: &'static str) -> Response {
+    let mut response = (status, axum::Json(serde_json::json!({ "status": what }))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+// ANCHOR_END: routes
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_moves_starting_ready_draining_and_never_back() {
+        let readiness = Readiness::default();
+        assert_eq!(readiness.phase(), Phase::Starting);
+
+        readiness.set_ready();
+        assert_eq!(readiness.phase(), Phase::Ready);
+
+        readiness.set_draining();
+        readiness.set_ready();
+        assert_eq!(readiness.phase(), Phase::Draining);
+    }
+
+    #[test]
+    fn draining_before_start_up_finished_stays_draining() {
+        let readiness = Readiness::default();
+
+        readiness.set_draining();
+        readiness.set_ready();
+
+        assert_eq!(readiness.phase(), Phase::Draining);
+    }
+}

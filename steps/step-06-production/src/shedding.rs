@@ -1,0 +1,146 @@
+//! Concurrency limit with load shedding.
+//!
+//! Cloud Run sends an instance at most `--concurrency` requests at once (80 by default). The
+//! server enforces the same number itself: the platform's limit is not the only way requests
+//! arrive (Kubernetes, a local load test, a retry storm behind one ingress), and a limit the
+//! process knows about is one it can *answer* for. Beyond the limit a request waits a short,
+//! bounded time for a slot; if none frees up it gets `503` with `Retry-After` at once, instead
+//! of joining a queue whose length — and so whose latency — has no bound.
+//!
+//! Why a semaphore and `tokio::time::timeout` rather than tower's `ConcurrencyLimitLayer` +
+//! `LoadShedLayer`: that pair sheds the instant every slot is taken, with no grace at all, so
+//! a burst that would have found a slot a millisecond later is refused; and it reports
+//! "overloaded" as an error the app must map to a response. Ten lines of middleware say
+//! exactly what happens, with a wait we choose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+/// What a shed client is told to wait before retrying, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+// ANCHOR: shed
+/// The slots requests compete for, and how long one may wait for a slot.
+#[derive(Clone)]
+pub struct Shedder {
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+}
+
+impl Shedder {
+    pub fn new(max_concurrency: usize, queue_timeout: Duration) -> Shedder {
+        Shedder {
+            slots: Arc::new(Semaphore::new(max_concurrency)),
+            queue_timeout,
+        }
+    }
+}
+
+/// Probes are never shed: a liveness probe refused because the instance is busy would get
+/// the container restarted exactly when it is working hardest.
+pub fn never_shed(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/health")
+}
+
+/// Middleware: run the request if a slot is free within `queue_timeout`, refuse it otherwise.
+pub async fn limit_concurrency(
+    State(shedder): State<Shedder>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if never_shed(request.uri().path()) {
+        return next.run(request).await;
+    }
+    // Wait for a slot, but never longer than the queue timeout. `acquire_owned` is fair
+    // (first come, first served), so a waiting request cannot be overtaken forever.
+    let permit = tokio::time::timeout(shedder.queue_timeout, shedder.slots.acquire_owned()).await;
+    match permit {
+        // The permit lives until the handler's response is ready, then frees the slot (also
+        // when this future is dropped half-way: the permit's `Drop` gives the slot back).
+        Ok(Ok(_permit)) => next.run(request).await,
+        // Timed out (or the semaphore was closed, which this program never does).
+        _ => overloaded(),
+    }
+}
+
+fn overloaded() -> Response {
+    let body = axum::Json(serde_json::json!({ "error": "server overloaded, retry later" }));
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+// ANCHOR_END: shed
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// One route that holds its slot until `release` is cancelled.
+    fn gated(shedder: Shedder, release: CancellationToken) -> Router {
+        Router::new()
+            .route("/", get(move || async move { release.cancelled().await }))
+            .layer(axum::middleware::from_fn_with_state(
+                shedder,
+                limit_concurrency,
+            ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_limit_a_request_waits_the_queue_timeout_then_gets_503() {
+        let release = CancellationToken::new();
+        let app = gated(Shedder::new(1, Duration::from_millis(50)), release.clone());
+        let first = tokio::spawn(app.clone().oneshot(Request::new(Body::empty())));
+        tokio::task::yield_now().await;
+
+        let started = tokio::time::Instant::now();
+        let second = app
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect("infallible");
+
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(started.elapsed(), Duration::from_millis(50));
+        release.cancel();
+        assert_eq!(
+            first.await.expect("join").expect("infallible").status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_freed_within_the_queue_timeout_is_taken() {
+        let release = CancellationToken::new();
+        let app = gated(Shedder::new(1, Duration::from_millis(100)), release.clone());
+        let first = tokio::spawn(app.clone().oneshot(Request::new(Body::empty())));
+        tokio::task::yield_now().await;
+        let second = tokio::spawn(app.clone().oneshot(Request::new(Body::empty())));
+
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        release.cancel();
+
+        assert_eq!(
+            first.await.expect("join").expect("infallible").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            second.await.expect("join").expect("infallible").status(),
+            StatusCode::OK
+        );
+    }
+}
