@@ -11,14 +11,21 @@ use std::process::ExitCode;
 
 use step_04::{Config, run, shutdown_signal};
 use tokio::net::TcpListener;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `RUST_LOG` picks what is logged, e.g. `debug` or `info,tower_http=debug` (default: info).
+    // `Targets` reads that syntax without the regular-expression engine `EnvFilter` brings.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
         .with_ansi(std::io::stdout().is_terminal())
+        .finish()
+        .with(filter)
         .init();
 
     // ANCHOR: main

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 use step_05::{AppState, Config, run, shutdown_signal};
 use tokio::net::TcpListener;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     // ANCHOR: main
@@ -44,11 +46,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // `RUST_LOG` picks what is logged, e.g. `debug` or `info,tower_http=debug` (default: info).
+    // `Targets` reads that syntax without the regular-expression engine `EnvFilter` brings.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
         .with_ansi(std::io::stdout().is_terminal())
+        .finish()
+        .with(filter)
         .init();
     // Install the signal handlers before announcing that we listen (see step 03).
     let signal = match shutdown_signal() {

@@ -62,8 +62,18 @@ pub fn init(format: LogFormat, project: Option<String>) -> LogHandle {
 
     let (writer, guard) = non_blocking(std::io::stdout(), LOG_BUFFER_LINES);
     let dropped = writer.error_counter();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // `RUST_LOG` picks what is logged, e.g. `debug` or `info,tower_http=debug` (default: info).
+    // `Targets` reads that syntax without the regular-expression engine `EnvFilter` brings.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| {
+            directives
+                .parse::<tracing_subscriber::filter::Targets>()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Json => registry.with(CloudLogging::new(writer, project)).init(),
