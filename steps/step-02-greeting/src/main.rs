@@ -23,9 +23,8 @@ async fn main() -> ExitCode {
         .ok()
         .and_then(|directives| directives.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .finish()
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
         .with(filter)
         .init();
 

@@ -52,9 +52,8 @@ async fn serve(config: Config) -> ExitCode {
         .ok()
         .and_then(|directives| directives.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .finish()
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
         .with(filter)
         .init();
     // Install the signal handlers before announcing that we listen (see step 03).
