@@ -1,9 +1,10 @@
 //! Step 02: axum, configuration from the environment, and request cancellation you can see.
 //!
 //! Run it:   `cargo run -p step-02`   then   `curl -i localhost:8080/`
-//! Try:      `TARGET=Gopher REQUEST_TIMEOUT=1s cargo run -p step-02`, then
-//!           `curl 'localhost:8080/?work_ms=3000'` (503 after 1 s) or press Ctrl-C on a
-//!           `curl 'localhost:8080/?work_ms=5000'` and watch the server log `request cancelled`.
+//! Cancel:   `curl 'localhost:8080/?work_ms=3000'`, press Ctrl-C before it answers, and watch
+//!           the server log `request cancelled`: the work stopped when the client left.
+//! Timeout:  `TARGET=Gopher REQUEST_TIMEOUT=1s cargo run -p step-02`, then
+//!           `curl -i 'localhost:8080/?work_ms=3000'`: 503 after one second.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;

@@ -187,7 +187,7 @@ async fn every_error_has_its_status_and_a_json_body() {
     assert_transcript!(
         "step04_error_no_content_type",
         no_type,
-        &format!("curl -i -X POST localhost:8080/api/items -d '{CREATE}'")
+        &format!("curl -i -X POST localhost:8080/api/items -H 'content-type:' -d '{CREATE}'")
     );
     assert_transcript!(
         "step04_error_too_large",

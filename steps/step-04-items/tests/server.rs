@@ -130,7 +130,7 @@ async fn a_request_over_the_deadline_gets_a_json_503() {
     assert_transcript!(
         "step04_error_timeout",
         reply,
-        "curl -i localhost:8080/slow   # a handler slower than REQUEST_TIMEOUT"
+        "curl -i localhost:8080/slow   # a test-only route slower than REQUEST_TIMEOUT"
     );
 }
 // ANCHOR_END: timeout_test
@@ -154,7 +154,7 @@ async fn a_panic_becomes_a_json_500_and_the_server_keeps_serving() {
     assert_transcript!(
         "step04_error_panic",
         boom,
-        "curl -i localhost:8080/boom   # a handler that panics"
+        "curl -i localhost:8080/boom   # a test-only route that panics"
     );
     assert_eq!(fine.status, 200);
     assert_eq!(fine.body, "still here");

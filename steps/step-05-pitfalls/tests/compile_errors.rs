@@ -60,13 +60,29 @@ fn verdict(name: &str) -> String {
     )
 }
 
+/// The book shows the compiler's words as this toolchain prints them. Other versions may word
+/// the help lines differently, so with them only the error itself is checked.
+const RECORDED_WITH: &str = "rustc 1.95.";
+
+fn rustc_version() -> String {
+    let output = Command::new(rustc())
+        .arg("--version")
+        .output()
+        .expect("run rustc");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 macro_rules! assert_verdict {
     ($name:literal, $headline:literal) => {
         let verdict = verdict($name);
-        assert!(verdict.contains($headline), "compile_fail/{}.rs fails for another reason:\n{verdict}", $name);
-        insta::with_settings!({ omit_expression => true, prepend_module_to_snapshot => false }, {
-            insta::assert_snapshot!(concat!("step05_rustc_", $name), verdict);
-        });
+        assert!(
+            verdict.contains($headline),
+            "compile_fail/{}.rs fails for another reason:\n{verdict}",
+            $name
+        );
+        if rustc_version().starts_with(RECORDED_WITH) {
+            testkit::assert_transcript!(concat!("step05_rustc_", $name), verdict);
+        }
     };
 }
 

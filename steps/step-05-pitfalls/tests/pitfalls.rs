@@ -443,11 +443,15 @@ async fn a_client_per_request_opens_a_connection_each_time_a_shared_one_reuses_i
         last_broken.expect("a reply"),
         "curl -i localhost:8080/pitfalls/reuse/broken   # the 5th time"
     );
-    testkit::assert_transcript!(
-        "step05_reuse_fixed",
-        last_fixed.expect("a reply"),
-        "curl -i localhost:8080/pitfalls/reuse/fixed    # the 5th time"
-    );
+    // The book shows the usual case, one connection; the rare second one is allowed above
+    // but would change the reply's last line, so it is not compared with the transcript.
+    if by_fixed == 1 {
+        testkit::assert_transcript!(
+            "step05_reuse_fixed",
+            last_fixed.expect("a reply"),
+            "curl -i localhost:8080/pitfalls/reuse/fixed    # the 5th time"
+        );
+    }
 }
 // ANCHOR_END: test_reuse
 
