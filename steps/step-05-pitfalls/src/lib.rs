@@ -38,7 +38,7 @@ use pitfalls::{blocking, cancel, leak, reuse, shared_state, timeout, upstream};
 pub struct Config {
     /// `PORT`: where to listen (default 8080).
     pub port: u16,
-    /// `WORKERS`: runtime worker threads (default: one per CPU). `WORKERS=1` makes the
+    /// `WORKER_THREADS`: runtime worker threads (default: one per CPU). `WORKER_THREADS=1` makes the
     /// blocking pitfall easy to feel.
     pub workers: Option<usize>,
     /// `UPSTREAM_URL`: the base URL of the service the upstream pitfalls call, `http://` only
@@ -61,13 +61,13 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("PORT must be a number from 0 to 65535, got {text:?}"))?,
         };
-        let workers = match lookup("WORKERS") {
+        let workers = match lookup("WORKER_THREADS") {
             None => None,
             Some(text) => match text.trim().parse::<usize>() {
                 Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
                 _ => {
                     return Err(format!(
-                        "WORKERS must be a number from 1 to {MAX_WORKERS}, got {text:?}"
+                        "WORKER_THREADS must be a number from 1 to {MAX_WORKERS}, got {text:?}"
                     ));
                 }
             },

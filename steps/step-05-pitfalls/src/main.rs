@@ -4,11 +4,11 @@
 //! leaked tasks, lost cancellation, an outbound call without a deadline, a blocked runtime, a
 //! new HTTP client per request. `GET /debug/stats` shows the evidence.
 //!
-//! Run it:   `WORKERS=2 cargo run -p step-05`, then in another terminal, for example
+//! Run it:   `WORKER_THREADS=2 cargo run -p step-05`, then in another terminal, for example
 //!           `curl localhost:8080/pitfalls/leak/broken` a few times and
 //!           `curl localhost:8080/debug/stats`: the leaked heartbeats are still running.
 //! Settings: `UPSTREAM_URL` (default: the lab's own `/upstream`), `UPSTREAM_TIMEOUT` (2s),
-//!           `WORKERS` (one per CPU), `SHUTDOWN_TIMEOUT` (8s), `PORT` (8080).
+//!           `WORKER_THREADS` (one per CPU), `SHUTDOWN_TIMEOUT` (8s), `PORT` (8080).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The runtime is built by hand rather than by `#[tokio::main]`, so that `WORKERS` can set
+    // The runtime is built by hand rather than by `#[tokio::main]`, so that `WORKER_THREADS` can set
     // its number of worker threads: with one, a single blocked worker stops everything.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {

@@ -322,7 +322,7 @@ struct Seen {
 /// Starts the lab with one worker thread, sends it a blocking request and, as soon as the
 /// server has logged that the work began, times a `/health` request.
 async fn health_while_blocking(route: &'static str, log: &str) -> Seen {
-    let mut server = Binary::start(BIN, &[("WORKERS", "1")]).await;
+    let mut server = Binary::start(BIN, &[("WORKER_THREADS", "1")]).await;
     let stall_before = number(&stats(server.addr).await["longest_stall_ms"]);
     let path = match route {
         "broken" => "/pitfalls/blocking/broken?ms=3000",
@@ -533,9 +533,9 @@ async fn bad_query_values_are_a_400_with_a_reason() {
 async fn bad_settings_are_one_line_and_exit_code_2() {
     for (var, value, message) in [
         (
-            "WORKERS",
+            "WORKER_THREADS",
             "0",
-            "step-05: WORKERS must be a number from 1 to 256, got \"0\"",
+            "step-05: WORKER_THREADS must be a number from 1 to 256, got \"0\"",
         ),
         (
             "UPSTREAM_URL",

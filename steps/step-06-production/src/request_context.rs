@@ -138,7 +138,7 @@ fn remote_ip(request: &Request) -> Option<String> {
 pub fn panic_response(_payload: Box<dyn Any + Send + 'static>) -> Response {
     let request_id = REQUEST_ID.try_with(|id| id.clone()).ok();
     let body = axum::Json(serde_json::json!({
-        "error": "internal error",
+        "error": "internal server error",
         "request_id": request_id,
     }));
     let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
@@ -227,7 +227,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(
             body,
-            serde_json::json!({"error": "internal error", "request_id": "req-7"})
+            serde_json::json!({"error": "internal server error", "request_id": "req-7"})
         );
     }
 }
