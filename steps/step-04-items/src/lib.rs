@@ -26,7 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api::AppState;
@@ -161,7 +161,11 @@ pub fn harden(router: Router, request_timeout: Duration) -> Router {
         // carries method and URI; the response event adds status and latency.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                // A lean span: method and path, formatted once. (tower-http's default span
+                // also records the HTTP version and the whole URI, query string included.)
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!("request", method = %request.method(), path = request.uri().path())
+                })
                 .on_response(
                     DefaultOnResponse::new()
                         .level(Level::INFO)

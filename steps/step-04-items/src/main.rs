@@ -22,8 +22,18 @@ async fn main() -> ExitCode {
         .ok()
         .and_then(|directives| directives.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    // Log lines go to a background thread that writes them in batches: a request never waits
+    // for the terminal or the log collector, and a burst of lines costs one write(2), not one
+    // per line. If that thread ever falls 128 000 lines behind, new lines are dropped rather
+    // than slowing requests down. `_flush_on_exit` writes what is left when `main` returns.
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(stdout);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(std::io::stdout().is_terminal()),
+        )
         .with(filter)
         .init();
 

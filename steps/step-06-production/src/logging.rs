@@ -60,7 +60,9 @@ pub fn init(format: LogFormat, project: Option<String>) -> LogHandle {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let (writer, guard) = non_blocking(std::io::stdout(), LOG_BUFFER_LINES);
+    // Batched: a burst of lines costs one write(2) (the writer thread flushes after each batch).
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let (writer, guard) = non_blocking(stdout, LOG_BUFFER_LINES);
     let dropped = writer.error_counter();
     // `RUST_LOG` picks what is logged, e.g. `debug` or `info,tower_http=debug` (default: info).
     // `Targets` reads that syntax without the regular-expression engine `EnvFilter` brings.
