@@ -24,10 +24,14 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     // Log lines go to a background thread that writes them in batches: a request never waits
     // for the terminal or the log collector, and a burst of lines costs one write(2), not one
-    // per line. If that thread ever falls 128 000 lines behind, new lines are dropped rather
-    // than slowing requests down. `_flush_on_exit` writes what is left when `main` returns.
+    // per line. If that thread ever falls 8 192 lines behind, new lines are dropped rather
+    // than slowing requests down. (The queue is allocated up front: the crate's default of
+    // 128 000 lines would cost megabytes of memory and milliseconds of start-up.)
+    // `_flush_on_exit` writes what is left when `main` returns.
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(stdout);
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8_192)
+        .finish(stdout);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
