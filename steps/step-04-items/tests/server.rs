@@ -33,14 +33,19 @@ async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
     )
 }
 
-// ANCHOR: slowloris
-#[tokio::test]
-async fn a_client_that_stalls_mid_request_line_is_cut_off_while_others_are_served() {
-    let addr = start(Config {
+/// The server, with a header-read (and keep-alive idle) timeout short enough to wait for.
+async fn start_with_short_header_timeout() -> std::net::SocketAddr {
+    start(Config {
         header_read_timeout: HEADER_TIMEOUT,
         ..config()
     })
-    .await;
+    .await
+}
+
+// ANCHOR: slowloris
+#[tokio::test]
+async fn a_client_that_stalls_mid_request_line_is_cut_off_while_others_are_served() {
+    let addr = start_with_short_header_timeout().await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
 
     // Half a request line, then nothing.
@@ -66,11 +71,7 @@ async fn a_client_that_stalls_mid_request_line_is_cut_off_while_others_are_serve
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_same_timeout() {
-    let addr = start(Config {
-        header_read_timeout: HEADER_TIMEOUT,
-        ..config()
-    })
-    .await;
+    let addr = start_with_short_header_timeout().await;
     let mut client = TcpStream::connect(addr).await.unwrap();
 
     client
@@ -86,11 +87,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_same_timeout() {
 
 #[tokio::test]
 async fn a_client_that_keeps_sending_gets_its_answer_on_the_same_connection() {
-    let addr = start(Config {
-        header_read_timeout: HEADER_TIMEOUT,
-        ..config()
-    })
-    .await;
+    let addr = start_with_short_header_timeout().await;
     let mut client = TcpStream::connect(addr).await.unwrap();
 
     // Two requests in one write: keep-alive works, and the timeout only bites on silence.
