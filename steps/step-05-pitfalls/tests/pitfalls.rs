@@ -108,16 +108,6 @@ async fn answering_upstream() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, accepted)
 }
 
-/// Snapshots text that is not one HTTP exchange (JSON picked out of `/debug/stats`, a request
-/// that never got an answer), with the same three-line header as `assert_transcript!`.
-macro_rules! assert_text {
-    ($name:expr, $text:expr) => {
-        insta::with_settings!({ omit_expression => true, prepend_module_to_snapshot => false }, {
-            insta::assert_snapshot!($name, $text);
-        })
-    };
-}
-
 /// `curl -s …/debug/stats | jq .<key>`.
 fn jq(stats: &Value, key: &str) -> String {
     let picked = serde_json::to_string_pretty(&stats[key]).expect("JSON");
@@ -196,7 +186,7 @@ async fn leaked_heartbeats_pile_up_while_fixed_ones_end_with_their_request() {
     })
     .await
     .expect("fixed heartbeats end");
-    assert_text!("step05_leak_stats", jq(&shown, "leak"));
+    testkit::assert_transcript!("step05_leak_stats", jq(&shown, "leak"));
 }
 // ANCHOR_END: test_leak
 
@@ -246,7 +236,7 @@ async fn abandoned_work_runs_to_the_end_when_broken_and_stops_when_fixed() {
         0,
         "{BROKEN_BEHAVES}"
     );
-    assert_text!("step05_cancel_stats", jq(&after, "cancel"));
+    testkit::assert_transcript!("step05_cancel_stats", jq(&after, "cancel"));
 }
 // ANCHOR_END: test_cancel
 
@@ -295,7 +285,7 @@ async fn a_silent_upstream_hangs_the_broken_route_while_the_fixed_one_answers_50
         fixed,
         "curl -i localhost:8080/pitfalls/timeout/fixed"
     );
-    assert_text!(
+    testkit::assert_transcript!(
         "step05_timeout_broken",
         "$ curl -i localhost:8080/pitfalls/timeout/broken\n\
          (no reply: still waiting when the test gave up, a second after the fixed route's 504)\n"

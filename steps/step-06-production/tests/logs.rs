@@ -102,9 +102,10 @@ async fn the_access_log_line_is_a_cloud_logging_request_entry() {
     // What varies from run to run is replaced; everything else is exactly what Cloud Logging gets.
     line["time"] = "<time>".into();
     line["httpRequest"]["latency"] = "<latency>".into();
-    insta::with_settings!({ omit_expression => true, prepend_module_to_snapshot => false }, {
-        insta::assert_snapshot!("step06_access_log_line", serde_json::to_string_pretty(&line).expect("JSON"));
-    });
+    testkit::assert_transcript!(
+        "step06_access_log_line",
+        serde_json::to_string_pretty(&line).expect("JSON")
+    );
 }
 
 #[tokio::test]
