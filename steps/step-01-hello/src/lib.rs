@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener) {
             Err(error) => {
                 // Running out of file descriptors is the usual cause. It is temporary, so the
                 // server must not die; a short pause avoids spinning while nothing can change.
-                // (Go's `Serve` does the same, silently.)
+                // (Go's `Serve` does the same: it logs the error and retries after a pause.)
                 eprintln!("accept failed: {error}; retrying");
                 // Sleep without blocking the thread, so the connections we already have go on.
                 tokio::time::sleep(Duration::from_millis(100)).await;
