@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 use utoipa::{OpenApi as _, ToSchema};
@@ -165,9 +165,44 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
-/// Adds what every operation can answer besides its own responses: a 500 (a handler panicked)
-/// and a 503 (the request timed out), both with the error body.
+/// The item API as a router: `routes` (normally [`documented_routes`]) with the JSON
+/// fallbacks, the store, and the OpenAPI document served at `/openapi.json`, after `edit` has
+/// had its say on the document (a later step adds what its layers can answer).
+pub fn router(
+    routes: OpenApiRouter<AppState>,
+    store: Arc<dyn ItemStore>,
+    edit: impl FnOnce(&mut OpenApi),
+) -> Router {
+    let (router, mut openapi) = routes.split_for_parts();
+    add_common_responses(&mut openapi);
+    edit(&mut openapi);
+    // Serialised once; `/openapi.json` hands out the same bytes every time.
+    let openapi = openapi
+        .to_json()
+        .expect("the OpenAPI document serialises")
+        .into();
+    router
+        // Must come after the routes: it is attached to each route registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(route_not_found)
+        .with_state(AppState { store, openapi })
+}
+
+/// Adds what every operation can answer besides its own responses: a 431 (headers too large),
+/// a 500 (a handler panicked) and a 503 (the request timed out), all with the error body.
 pub fn add_common_responses(openapi: &mut OpenApi) {
+    add_error_response(openapi, "431", "Request headers over MAX_HEADER_BYTES");
+    add_error_response(openapi, "500", "Internal error (a bug)");
+    add_error_response(
+        openapi,
+        "503",
+        "The request took longer than REQUEST_TIMEOUT, or the store is unavailable; \
+         retry after the Retry-After header's seconds",
+    );
+}
+
+/// Documents (or re-documents) one error status, with the error body, on every operation.
+pub fn add_error_response(openapi: &mut OpenApi, status: &str, description: &str) {
     let error = |description: &str| {
         ResponseBuilder::new()
             .description(description)
@@ -189,11 +224,7 @@ pub fn add_common_responses(openapi: &mut OpenApi) {
         ];
         for operation in operations.into_iter().flatten() {
             let responses = &mut operation.responses.responses;
-            responses.insert("500".into(), error("Internal error (a bug)").into());
-            responses.insert(
-                "503".into(),
-                error("The request took longer than REQUEST_TIMEOUT").into(),
-            );
+            responses.insert(status.into(), error(description).into());
         }
     }
 }

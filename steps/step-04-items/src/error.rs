@@ -4,14 +4,14 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
-use crate::{MAX_BODY_BYTES, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS};
+use crate::{MAX_BODY_BYTES, MAX_DESCRIPTION_CHARS, MAX_HEADER_BYTES, MAX_NAME_CHARS};
 
 // ANCHOR: error
 /// The body of every error response.
@@ -19,7 +19,14 @@ use crate::{MAX_BODY_BYTES, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS};
 pub struct ErrorBody {
     #[schema(example = "item not found")]
     pub error: String,
+    /// The request's id, on a 500, for a bug report (present where the server assigns ids).
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
+
+/// What a client refused with a 503 is told to wait before retrying, in seconds.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// Everything that can go wrong in a request, and nothing about how it is written out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// A body over [`MAX_BODY_BYTES`].
     PayloadTooLarge,
+    /// Headers over [`MAX_HEADER_BYTES`] in all.
+    HeadersTooLarge,
     /// No item with that id.
     ItemNotFound,
     /// No route for that path.
@@ -46,6 +55,8 @@ pub enum ApiError {
     StoreUnavailable,
     /// The request outlived `REQUEST_TIMEOUT`.
     Timeout,
+    /// Too many requests at once: refused before it started (a later step's load shedding).
+    Overloaded,
     /// A bug: a handler panicked.
     Internal,
 }
@@ -58,6 +69,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::ItemNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             // 507 Insufficient Storage says exactly this: the server cannot store what it was
@@ -69,7 +81,9 @@ impl ApiError {
             // 503, as in step 02: the server could not answer in time, the client may retry.
             // Not 504 (that is a gateway waiting on an upstream) and not 408 (that blames the
             // client for being slow to send, which it was not: we were slow to answer).
-            ApiError::StoreUnavailable | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::Timeout | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,27 +97,46 @@ impl ApiError {
             ApiError::PayloadTooLarge => {
                 format!("request body must be at most {MAX_BODY_BYTES} bytes")
             }
+            ApiError::HeadersTooLarge => {
+                format!("request headers must be at most {MAX_HEADER_BYTES} bytes in all")
+            }
             ApiError::ItemNotFound => "item not found".into(),
             ApiError::RouteNotFound => "not found".into(),
             ApiError::MethodNotAllowed => "method not allowed".into(),
             ApiError::StoreFull { limit } => format!("item store is full ({limit} items)"),
             ApiError::StoreUnavailable => "item store unavailable".into(),
             ApiError::Timeout => "request timed out".into(),
+            ApiError::Overloaded => "server overloaded, retry later".into(),
             ApiError::Internal => "internal server error".into(),
         }
     }
 }
 
+impl ApiError {
+    /// The response, naming the request when `request_id` is given. Every 503 says when to
+    /// retry (`Retry-After`), and no 5xx may be cached on the way back to the client.
+    pub fn response(self, request_id: Option<String>) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.message(),
+            request_id,
+        };
+        // `Json` sets `Content-Type: application/json`, whatever the status.
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status.is_server_error() {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        response
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // `Json` sets `Content-Type: application/json`, whatever the status.
-        (
-            self.status(),
-            Json(ErrorBody {
-                error: self.message(),
-            }),
-        )
-            .into_response()
+        self.response(None)
     }
 }
 

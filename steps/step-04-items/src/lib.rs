@@ -17,19 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::AppState;
 use crate::error::ApiError;
 use crate::store::{ItemStore, MemoryStore};
 
@@ -37,6 +38,12 @@ use crate::store::{ItemStore, MemoryStore};
 /// Largest request body accepted, in bytes (413 above it). Room for the longest valid item even
 /// when a client escapes every character as `\uXXXX` (up to 12 bytes per character).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most bytes of request headers accepted, names and values together (431 above it). Like
+/// nginx's default (four 8 KiB buffers for long header lines), far below Go's 1 MiB; a header a
+/// client really needs (cookies, a token) fits with room to spare.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most hyper buffers of one request's head (431 with no body above it).
+pub const HYPER_MAX_BUF_BYTES: usize = 256 * 1024;
 /// Longest `name`, in characters (400 above it).
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest `description`, in characters (400 above it).
@@ -76,84 +83,117 @@ impl Config {
     /// Reads the configuration through `lookup` (normally `std::env::var`), so tests can pass a
     /// map instead of changing the process environment. The error is one line for a human.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let port = match lookup("PORT") {
-            None => 8080,
-            Some(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| format!("PORT must be a number from 0 to 65535, got {text:?}"))?,
-        };
-        let duration = |name: &str, default: Duration| match lookup(name) {
-            None => Ok(default),
-            Some(text) => parse_duration(&text).ok_or_else(|| {
-                format!("{name} must be a positive duration such as 5s or 250ms, got {text:?}")
-            }),
-        };
-        let request_timeout = duration("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?;
-        let shutdown_timeout = duration("SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?;
-        let header_read_timeout = duration("HEADER_READ_TIMEOUT", DEFAULT_HEADER_READ_TIMEOUT)?;
-        let max_items = match lookup("MAX_ITEMS") {
-            None => DEFAULT_MAX_ITEMS,
-            Some(text) => text
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| (1..=1_000_000_000).contains(n))
-                .ok_or_else(|| {
-                    format!("MAX_ITEMS must be a whole number from 1 to 1000000000, got {text:?}")
-                })?,
-        };
+        let vars = Vars(lookup);
         Ok(Config {
-            port,
-            request_timeout,
-            shutdown_timeout,
-            header_read_timeout,
-            max_items,
+            port: vars.port()?,
+            request_timeout: vars.duration("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT, false)?,
+            shutdown_timeout: vars.duration("SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, false)?,
+            header_read_timeout: vars.duration(
+                "HEADER_READ_TIMEOUT",
+                DEFAULT_HEADER_READ_TIMEOUT,
+                false,
+            )?,
+            max_items: vars
+                .number("MAX_ITEMS", 1_000_000_000)?
+                .unwrap_or(DEFAULT_MAX_ITEMS),
         })
     }
 }
 
-/// `"5s"`, `"250ms"`, or a bare number of seconds (`"2.5"`); zero, negative or absurd
-/// (over an hour) values are refused.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+/// Typed reads of environment variables, each error one line that names the variable, what
+/// it accepts and what it got. Later steps read their own variables through it too.
+pub struct Vars<L>(pub L);
+
+impl<L: Fn(&str) -> Option<String>> Vars<L> {
+    /// The raw value, if set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    /// `PORT`, default 8080 (0 asks the system for a free port, as the tests do).
+    pub fn port(&self) -> Result<u16, String> {
+        match self.get("PORT") {
+            None => Ok(8080),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("PORT must be a number from 0 to 65535, got {text:?}")),
+        }
+    }
+
+    /// A duration (see [`parse_duration`]); zero is accepted only where `zero_ok`.
+    pub fn duration(
+        &self,
+        name: &str,
+        default: Duration,
+        zero_ok: bool,
+    ) -> Result<Duration, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => parse_duration(&text, zero_ok).ok_or_else(|| {
+                let zero = if zero_ok { "0 or " } else { "" };
+                format!(
+                    "{name} must be {zero}a duration from 1ms to 1h, written 250ms, 5s, 2m or \
+                     2.5 (seconds), got {text:?}"
+                )
+            }),
+        }
+    }
+
+    /// A whole number from 1 to `max`, or `None` when unset.
+    pub fn number(&self, name: &str, max: usize) -> Result<Option<usize>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "{name} must be a whole number from 1 to {max}, got {text:?}"
+                )),
+            },
+        }
+    }
+
+    /// `1`/`true` or `0`/`false`/empty; unset is `default`.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, String> {
+        match self.get(name).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("1" | "true") => Ok(true),
+            Some("" | "0" | "false") => Ok(false),
+            Some(other) => Err(format!("{name} must be 1 or 0, got {other:?}")),
+        }
+    }
+}
+
+/// The one duration syntax every step from here on accepts: `250ms`, `5s`, `2m`, or a bare
+/// number of seconds (`2.5`). Negative values and values over an hour are refused, and zero
+/// unless `zero_ok`.
+pub fn parse_duration(text: &str, zero_ok: bool) -> Option<Duration> {
     let text = text.trim();
     let (number, unit_secs) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
     } else if let Some(s) = text.strip_suffix('s') {
         (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
     } else {
         (text, 1.0)
     };
     let seconds = number.trim().parse::<f64>().ok()? * unit_secs;
-    (seconds > 0.0 && seconds <= 3600.0).then(|| Duration::from_secs_f64(seconds))
+    let positive = seconds >= 0.001 || (zero_ok && seconds == 0.0);
+    (positive && seconds <= 3600.0).then(|| Duration::from_secs_f64(seconds))
 }
 // ANCHOR_END: config
 
 // ANCHOR: app
 /// Builds the whole application: documented routes, JSON fallbacks, state and middleware.
 pub fn app(config: &Config, store: Arc<dyn ItemStore>) -> Router {
-    let (router, mut openapi) = api::documented_routes().split_for_parts();
-    api::add_common_responses(&mut openapi);
-    // Serialised once; `/openapi.json` hands out the same bytes every time.
-    let openapi = openapi
-        .to_json()
-        .expect("the OpenAPI document serialises")
-        .into();
-    let router = router
-        // Must come after the routes: it is attached to each route registered so far.
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .fallback(api::route_not_found)
-        .with_state(AppState { store, openapi });
-    harden(router, config.request_timeout)
+    let items = api::router(api::documented_routes(), store, |_| {});
+    harden(items, config.request_timeout)
 }
 
 /// The middleware every route gets. Listed innermost first: each `.layer` wraps all above it.
 pub fn harden(router: Router, request_timeout: Duration) -> Router {
-    router
-        // The most a body extractor (our `JsonBody`) will read; more is a 413.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // A deadline for the handler, including reading the body.
-        .layer(middleware::from_fn_with_state(request_timeout, deadline))
+    limits(router, request_timeout)
         // A panic in anything above becomes a 500 with the usual error body; the connection
         // and the server carry on.
         .layer(CatchPanicLayer::custom(panic_to_500))
@@ -172,6 +212,18 @@ pub fn harden(router: Router, request_timeout: Duration) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 ),
         )
+}
+
+/// The limits every request meets, whatever else a later step wraps around them: the body
+/// limit, the request deadline and the header limit, innermost first.
+pub fn limits(router: Router, request_timeout: Duration) -> Router {
+    router
+        // The most a body extractor (our `JsonBody`) will read; more is a 413.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A deadline for the handler, including reading the body.
+        .layer(middleware::from_fn_with_state(request_timeout, deadline))
+        // Oversized headers are refused before anything else looks at them.
+        .layer(middleware::from_fn(limit_headers))
 }
 
 /// A caught panic: log what it said (the client only learns that it was our fault).
@@ -195,6 +247,23 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     }
 }
 // ANCHOR_END: app
+
+// ANCHOR: header_limit
+/// Refuses a request whose headers add up to more than [`MAX_HEADER_BYTES`] with a JSON 431.
+/// hyper's own limit ([`HYPER_MAX_BUF_BYTES`], set in `serve`) sits above this one as a
+/// backstop: past it, hyper answers 431 itself, with no body, before any of our code runs.
+async fn limit_headers(request: Request, next: Next) -> Response {
+    let bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
+}
+// ANCHOR_END: header_limit
 
 // ANCHOR: log_by_hand
 /// Request logging written by hand, the way the Go article does it: note the time, run the
@@ -245,39 +314,45 @@ pub async fn run(
     signal: impl Future<Output = &'static str> + Send + 'static,
 ) -> Result<(), DrainTimedOut> {
     let store = Arc::new(MemoryStore::new(config.max_items));
-    serve(listener, app(&config, store), &config, signal).await
+    let stop = async {
+        // Sleeps until the platform (or Ctrl-C) says stop.
+        let name = signal.await;
+        tracing::info!(signal = name, "shutdown signal received; draining");
+    };
+    serve(listener, app(&config, store), &config, stop).await
 }
 
 // ANCHOR: serve
 /// Accepts connections and serves `app` on each with hyper's HTTP/1 connection builder, which
-/// (unlike `axum::serve`) can time out a client that is slow to send its headers. On `signal`:
-/// stop accepting, let each connection finish its current request, close idle ones, and give
-/// up after `SHUTDOWN_TIMEOUT`.
+/// (unlike `axum::serve`) can time out a client that is slow to send its headers. When `stop`
+/// resolves: stop accepting, let each connection finish its current request, close idle ones,
+/// and give up after `SHUTDOWN_TIMEOUT`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: &Config,
-    signal: impl Future<Output = &'static str> + Send + 'static,
+    stop: impl Future<Output = ()>,
 ) -> Result<(), DrainTimedOut> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         // Slowloris protection: the whole header must arrive within this time. Between requests
         // on a kept-alive connection the same timer runs, so it doubles as the idle timeout.
         .header_read_timeout(config.header_read_timeout)
+        // The most hyper buffers while it reads a request's head: the backstop behind
+        // `MAX_HEADER_BYTES` (past it hyper answers 431 itself, with no body). Its default is
+        // about 400 KB; 256 KiB still lets a 200 KB header reach `limit_headers` and its JSON.
+        .max_buf_size(HYPER_MAX_BUF_BYTES)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(AtomicU64::new(0));
-    let mut signal = pin!(signal);
+    let mut stop = pin!(stop);
 
     loop {
-        // Sleep until a client connects or the signal arrives, whichever comes first.
-        let stream = tokio::select! {
-            name = &mut signal => {
-                tracing::info!(signal = name, "shutdown signal received; draining");
-                break;
-            }
+        // Sleep until a client connects or it is time to stop, whichever comes first.
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically "too many open files": pause rather than spin on the error.
                     tracing::warn!(%error, "accept failed");
@@ -288,8 +363,15 @@ pub async fn serve(
         };
         // Small JSON responses should leave at once, not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        // Every request learns its peer's address (`ConnectInfo`, as axum's own `serve`
+        // provides it), for a later step's access log.
+        let app = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
         // `watch` lets `graceful.shutdown()` below reach this connection.
         let connection = graceful.watch(connection);
         let guard = OpenConnection::new(&open);

@@ -227,3 +227,33 @@ async fn the_hand_written_logger_logs_method_path_status_and_latency() {
         "the query string is not logged: {line:?}"
     );
 }
+
+#[tokio::test]
+async fn oversized_headers_get_a_json_431_and_the_server_keeps_serving() {
+    let addr = start(config()).await;
+    let header = |bytes: usize| "a".repeat(bytes);
+    let send = |value: String| async move {
+        testkit::request(
+            addr,
+            testkit::Method::GET,
+            "/health",
+            &[("x-big", &value)],
+            "",
+        )
+        .await
+        .expect("a reply, not a reset")
+    };
+
+    let fits = send(header(16 * 1024)).await;
+    let over_ours = send(header(200 * 1024)).await;
+    let over_hypers = send(header(step_04::HYPER_MAX_BUF_BYTES + 1024)).await;
+
+    assert_eq!(fits.status, 200, "16 KiB of headers are fine");
+    let message = format!(
+        "request headers must be at most {} bytes in all",
+        step_04::MAX_HEADER_BYTES
+    );
+    assert_error(&over_ours, 431, &message, "200 KB header");
+    assert_eq!(over_hypers.status, 431, "hyper's own limit, past ours");
+    assert_eq!(get(addr, "/health").await.status, 200);
+}

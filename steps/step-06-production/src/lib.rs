@@ -1,44 +1,37 @@
 //! Step 06: production-ready on Cloud Run.
 //!
 //! The item API of step 04 (same contract: `GET /health`, `POST /api/items`, `GET /api/items`,
-//! `GET /api/items/{id}`, `GET /openapi.json`), wrapped in what a team really runs: Cloud
-//! Logging JSON with the request id and trace on every line, a concurrency limit that sheds
-//! load fast, liveness and readiness probes (`/healthz`, `/readyz`), panics turned into 500s
-//! that name the request, and (in `main`) a runtime sized to the container's CPU quota.
+//! `GET /api/items/{id}`, `GET /openapi.json`), used as a library and wrapped in what a team
+//! really runs: Cloud Logging JSON with the request id and trace on every line, a concurrency
+//! limit that sheds load fast, liveness and readiness probes (`/healthz`, `/readyz`), panics
+//! turned into 500s that name the request, and (in `main`) a runtime sized to the container's
+//! CPU quota. Everything that is not new here is step 04's code, reached through `step_04::`.
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod cpus;
 pub mod debug_routes;
-pub mod error;
 pub mod logging;
 pub mod probes;
 pub mod request_context;
 pub mod shedding;
-pub mod store;
 pub mod trace_context;
+
+// Step 04's modules, under the names this step's users already know.
+pub use step_04::{DrainTimedOut, api, error, shutdown_signal, store};
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use axum::middleware;
 use tokio::net::TcpListener;
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::api::AppState;
-use crate::error::ApiError;
 use crate::store::{ItemStore, MemoryStore};
 
 pub use debug_routes::DebugHooks;
@@ -46,35 +39,21 @@ pub use probes::{Phase, Readiness};
 pub use shedding::Shedder;
 
 // ANCHOR: limits
-/// Largest request body accepted, in bytes (413 above it); as in step 04.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Longest `name`, in characters (400 above it).
-pub const MAX_NAME_CHARS: usize = 200;
-/// Longest `description`, in characters (400 above it).
-pub const MAX_DESCRIPTION_CHARS: usize = 2000;
-/// `MAX_ITEMS` default: how many items the memory store holds before it answers 507 (the
-/// worst case, every field at its limit, stays near 88 MB: see step 04).
-pub const DEFAULT_MAX_ITEMS: usize = 10_000;
-/// `MAX_CONCURRENCY` default: Cloud Run's default `--concurrency`.
+/// `MAX_CONCURRENCY` default: Cloud Run's default `--concurrency` for one vCPU.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 80;
 /// `QUEUE_TIMEOUT` default: how long a request beyond the limit waits for a slot.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(100);
+/// `GRACE_PERIOD` default: Cloud Run's time between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 // ANCHOR_END: limits
 
 // ANCHOR: config
 /// Everything the server reads from its environment, validated once at start-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `PORT` (default 8080).
-    pub port: u16,
-    /// `REQUEST_TIMEOUT` (default 5 s).
-    pub request_timeout: Duration,
-    /// `SHUTDOWN_TIMEOUT`: how long draining may take once we stop accepting (default 8 s).
-    pub shutdown_timeout: Duration,
-    /// `HEADER_READ_TIMEOUT`, which is also the keep-alive idle timeout (default 10 s).
-    pub header_read_timeout: Duration,
-    /// `MAX_ITEMS`: the memory store's capacity, from 1 to 1 000 000 000 (default 100 000).
-    pub max_items: usize,
+    /// Step 04's variables, unchanged: `PORT`, `REQUEST_TIMEOUT`, `SHUTDOWN_TIMEOUT` (how long
+    /// draining may take once we stop accepting), `HEADER_READ_TIMEOUT`, `MAX_ITEMS`.
+    pub base: step_04::Config,
     /// `MAX_CONCURRENCY`: requests handled at once, like Cloud Run's `--concurrency`
     /// (default 80, 1 to 10 000).
     pub max_concurrency: usize,
@@ -85,6 +64,10 @@ pub struct Config {
     /// a load balancer that polls readiness stops routing here first (default 0: Cloud Run
     /// stops routing at SIGTERM by itself; Kubernetes wants a few seconds).
     pub drain_delay: Duration,
+    /// `GRACE_PERIOD`: the platform's time between SIGTERM and SIGKILL (default 10 s, Cloud
+    /// Run's; Kubernetes: `terminationGracePeriodSeconds`). `DRAIN_DELAY + SHUTDOWN_TIMEOUT`
+    /// must fit inside it, or the drain would be killed half-way.
+    pub grace_period: Duration,
     /// `STARTUP_DELAY`: simulated start-up work (warming a cache, opening a pool) during
     /// which `/readyz` says 503 (default 0).
     pub startup_delay: Duration,
@@ -99,72 +82,50 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration through `lookup` (normally `std::env::var`).
+    /// Reads the configuration through `lookup` (normally `std::env::var`), with step 04's
+    /// parsers: one syntax for every duration, one error shape for every variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let duration = |name: &str, default: Duration, zero_ok: bool| match lookup(name) {
-            None => Ok(default),
-            Some(text) => parse_duration(&text, zero_ok).ok_or_else(|| {
-                let zero = if zero_ok { "zero or a " } else { "a " };
-                format!("{name} must be {zero}positive duration such as 5s or 250ms, got {text:?}")
-            }),
-        };
-        let number = |name: &str, max: usize| -> Result<Option<usize>, String> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(text) => match text.trim().parse::<usize>() {
-                    Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(format!(
-                        "{name} must be a whole number from 1 to {max}, got {text:?}"
-                    )),
-                },
-            }
-        };
-        let port = match lookup("PORT") {
-            None => 8080,
-            Some(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| format!("PORT must be a number from 0 to 65535, got {text:?}"))?,
-        };
-        let debug_routes = match lookup("ENABLE_DEBUG_ROUTES").as_deref().map(str::trim) {
-            None | Some("" | "0" | "false") => false,
-            Some("1" | "true") => true,
-            Some(other) => {
-                return Err(format!("ENABLE_DEBUG_ROUTES must be 1 or 0, got {other:?}"));
-            }
-        };
-        Ok(Config {
-            port,
-            request_timeout: duration("REQUEST_TIMEOUT", Duration::from_secs(5), false)?,
-            shutdown_timeout: duration("SHUTDOWN_TIMEOUT", Duration::from_secs(8), false)?,
-            header_read_timeout: duration("HEADER_READ_TIMEOUT", Duration::from_secs(10), false)?,
-            max_items: number("MAX_ITEMS", 1_000_000_000)?.unwrap_or(DEFAULT_MAX_ITEMS),
-            max_concurrency: number("MAX_CONCURRENCY", 10_000)?.unwrap_or(DEFAULT_MAX_CONCURRENCY),
-            queue_timeout: duration("QUEUE_TIMEOUT", DEFAULT_QUEUE_TIMEOUT, true)?,
-            drain_delay: duration("DRAIN_DELAY", Duration::ZERO, true)?,
-            startup_delay: duration("STARTUP_DELAY", Duration::ZERO, true)?,
-            worker_threads: number("WORKER_THREADS", 1024)?,
+        let base = step_04::Config::from_lookup(&lookup)?;
+        let vars = step_04::Vars(&lookup);
+        let config = Config {
+            base,
+            max_concurrency: vars
+                .number("MAX_CONCURRENCY", 10_000)?
+                .unwrap_or(DEFAULT_MAX_CONCURRENCY),
+            queue_timeout: vars.duration("QUEUE_TIMEOUT", DEFAULT_QUEUE_TIMEOUT, true)?,
+            drain_delay: vars.duration("DRAIN_DELAY", Duration::ZERO, true)?,
+            grace_period: vars.duration("GRACE_PERIOD", DEFAULT_GRACE_PERIOD, false)?,
+            startup_delay: vars.duration("STARTUP_DELAY", Duration::ZERO, true)?,
+            worker_threads: vars.number("WORKER_THREADS", 1024)?,
             log_format: logging::LogFormat::from_lookup(&lookup)?,
             project: lookup("GOOGLE_CLOUD_PROJECT").filter(|p| !p.trim().is_empty()),
-            debug_routes,
-        })
+            debug_routes: vars.flag("ENABLE_DEBUG_ROUTES", false)?,
+        };
+        config.check_grace_period()?;
+        Ok(config)
+    }
+
+    /// After SIGTERM the process needs `DRAIN_DELAY + SHUTDOWN_TIMEOUT` at most; if that is
+    /// not shorter than the grace period, SIGKILL can land mid-drain and cut requests off.
+    fn check_grace_period(&self) -> Result<(), String> {
+        let needed = self.drain_delay + self.base.shutdown_timeout;
+        if needed < self.grace_period {
+            return Ok(());
+        }
+        Err(format!(
+            "DRAIN_DELAY ({}) + SHUTDOWN_TIMEOUT ({}) must be shorter than GRACE_PERIOD ({}), \
+             the platform's time between SIGTERM and SIGKILL; shorten them, or set GRACE_PERIOD \
+             to your platform's (Kubernetes: terminationGracePeriodSeconds)",
+            seconds(self.drain_delay),
+            seconds(self.base.shutdown_timeout),
+            seconds(self.grace_period),
+        ))
     }
 }
 
-/// `"5s"`, `"250ms"`, or a bare number of seconds; negative or absurd (over an hour) values
-/// are refused, and zero unless `zero_ok`.
-pub fn parse_duration(text: &str, zero_ok: bool) -> Option<Duration> {
-    let text = text.trim();
-    let (number, unit_secs) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 0.001)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    let seconds = number.trim().parse::<f64>().ok()? * unit_secs;
-    let positive = seconds > 0.0 || (zero_ok && seconds == 0.0);
-    (positive && seconds <= 3600.0).then(|| Duration::from_secs_f64(seconds))
+/// `8s`, `0.5s`: a duration as a reader writes it.
+pub fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
 }
 // ANCHOR_END: config
 
@@ -176,31 +137,35 @@ pub struct Ops {
 }
 
 // ANCHOR: app
-/// The whole application: step 04's item API, the probes, and the layers every request goes
-/// through. Listed innermost first: each `.layer` wraps everything above it.
+/// The whole application: step 04's item API behind this step's production layers.
 pub fn app(config: &Config, store: Arc<dyn ItemStore>, ops: &Ops) -> Router {
-    let (items, mut openapi) = api::documented_routes().split_for_parts();
-    api::add_common_responses(&mut openapi);
-    let openapi = openapi
-        .to_json()
-        .expect("the OpenAPI document serialises")
-        .into();
-    let mut router = items
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .fallback(api::route_not_found)
-        .with_state(AppState { store, openapi })
-        .merge(probes::routes(ops.readiness.clone()));
+    let items = step_04::api::router(step_04::api::documented_routes(), store, document);
+    production(items, config, ops)
+}
+
+/// What this step's layers add to the API's document: who it is, and what a 503 now means.
+pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
+    openapi.info.title = "step-06 items".into();
+    openapi.info.description = Some("The item service of cloud-run-rust, step 06.".into());
+    step_04::api::add_error_response(
+        openapi,
+        "503",
+        "The request took longer than REQUEST_TIMEOUT, was shed (more than MAX_CONCURRENCY \
+         requests for longer than QUEUE_TIMEOUT), or the store is unavailable; retry after the \
+         Retry-After header's seconds",
+    );
+}
+
+/// Any router (step 04's items here, a later step's too) with the probes and the layers every
+/// request goes through. Listed innermost first: each `.layer` wraps everything above it.
+pub fn production(routes: Router, config: &Config, ops: &Ops) -> Router {
+    let mut router = routes.merge(probes::routes(ops.readiness.clone()));
     if config.debug_routes {
         router = router.merge(debug_routes::routes(ops.debug.clone()));
     }
     let shedder = Shedder::new(config.max_concurrency, config.queue_timeout);
-    router
-        // As in step 04: the most a body extractor reads (413 above), and the request deadline.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            config.request_timeout,
-            deadline,
-        ))
+    // Step 04's limits: body size (413), request deadline (503), header size (431).
+    step_04::limits(router, config.base.request_timeout)
         // A panic in anything above becomes a 500 JSON naming the request; the connection and
         // the server carry on.
         .layer(CatchPanicLayer::custom(request_context::panic_response))
@@ -222,42 +187,47 @@ pub fn app(config: &Config, store: Arc<dyn ItemStore>, ops: &Ops) -> Router {
 }
 // ANCHOR_END: app
 
-/// The request timeout, with the JSON error body that tower-http's `TimeoutLayer` cannot give
-/// (as in step 04).
-async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    // Whichever finishes first. If the deadline does, the handler's future is dropped right
-    // where it is parked, so its work stops, and the client gets its 503 at once.
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_elapsed) => ApiError::Timeout.into_response(),
-    }
-}
-
-/// Draining took longer than `SHUTDOWN_TIMEOUT`.
+/// Why serving ended badly.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DrainTimedOut {
-    /// Connections still open when the deadline passed.
-    pub cut_off: u64,
+pub enum RunError {
+    /// Draining took longer than `SHUTDOWN_TIMEOUT`; this many connections were cut off.
+    DrainTimedOut { cut_off: u64 },
+    /// The accept loop's task panicked or was cancelled: a bug, with what it said.
+    ServerFailed(String),
 }
 
 // ANCHOR: run
-/// Serves the memory-backed app until `signal`, then drains: `/readyz` answers 503 at once,
-/// connections are still accepted for `DRAIN_DELAY`, then accepting stops and in-flight
-/// requests get up to `SHUTDOWN_TIMEOUT` to finish. `startup` is the work to do before the
-/// instance is ready; it runs while the server already answers `/healthz`.
+/// Serves the memory-backed app until `signal`, then drains (see [`run_app`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     ops: Ops,
     startup: impl Future<Output = ()> + Send + 'static,
     signal: impl Future<Output = &'static str> + Send + 'static,
-) -> Result<(), DrainTimedOut> {
-    let store = Arc::new(MemoryStore::new(config.max_items));
+) -> Result<(), RunError> {
+    let store = Arc::new(MemoryStore::new(config.base.max_items));
     let app = app(&config, store, &ops);
+    run_app(listener, app, config, ops, startup, signal).await
+}
+
+/// Serves `app` until `signal`, then drains: `/readyz` answers 503 at once, connections are
+/// still accepted for `DRAIN_DELAY`, then accepting stops and in-flight requests get up to
+/// `SHUTDOWN_TIMEOUT` to finish. `startup` is the work to do before the instance is ready; it
+/// runs while the server already answers `/healthz`.
+pub async fn run_app(
+    listener: TcpListener,
+    app: Router,
+    config: Config,
+    ops: Ops,
+    startup: impl Future<Output = ()> + Send + 'static,
+    signal: impl Future<Output = &'static str> + Send + 'static,
+) -> Result<(), RunError> {
     let stop_accepting = CancellationToken::new();
-    // The accept loop runs on its own task from the start, so `/healthz` answers (and the
-    // startup probe sees a live process) while start-up work is still going on.
-    let server = tokio::spawn(serve(listener, app, config.clone(), stop_accepting.clone()));
+    // The accept loop (step 04's `serve`) runs on its own task from the start, so `/healthz`
+    // answers (and the startup probe sees a live process) while start-up work is going on.
+    let stop = stop_accepting.clone().cancelled_owned();
+    let base = config.base.clone();
+    let server = tokio::spawn(async move { step_04::serve(listener, app, &base, stop).await });
 
     let readiness = ops.readiness.clone();
     // Start-up work runs beside the server; only when it is done does `/readyz` say 200.
@@ -272,7 +242,12 @@ pub async fn run(
     // Not ready any more, right now: whoever polls `/readyz` stops sending work here.
     ops.readiness.set_draining();
     startup.abort();
-    tracing::info!(signal = name, drain_delay = ?config.drain_delay, "shutdown signal received; /readyz now answers 503");
+    let drain_delay = seconds(config.drain_delay);
+    tracing::info!(
+        signal = name,
+        drain_delay,
+        "shutdown signal received; /readyz now answers 503"
+    );
     // Keep accepting for a moment: requests a load balancer routed here before it saw the 503
     // still get served instead of a refused connection.
     tokio::time::sleep(config.drain_delay).await;
@@ -280,115 +255,32 @@ pub async fn run(
     stop_accepting.cancel();
     // Resolves when the accept loop has stopped and every connection has been drained (or the
     // drain deadline inside `serve` passed).
-    match server.await {
-        Ok(result) => result,
-        Err(_) => Err(DrainTimedOut { cut_off: 0 }),
+    outcome(server.await)
+}
+
+/// What the accept loop's task came to, told as it happened: a drain that timed out is not a
+/// crash, and a crash is not a drain that timed out.
+pub fn outcome(joined: Result<Result<(), DrainTimedOut>, JoinError>) -> Result<(), RunError> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(DrainTimedOut { cut_off })) => Err(RunError::DrainTimedOut { cut_off }),
+        Err(error) => {
+            let what = if error.is_panic() {
+                let payload = error.into_panic();
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic with no message".into())
+            } else {
+                "the task was cancelled".into()
+            };
+            tracing::error!(error = %what, "the accept loop failed");
+            Err(RunError::ServerFailed(what))
+        }
     }
 }
 // ANCHOR_END: run
-
-// ANCHOR: serve
-/// Step 04's accept loop (hyper's connection builder, for the header-read timeout), stopped
-/// by a token instead of the signal itself, and telling each request its peer's address.
-async fn serve(
-    listener: TcpListener,
-    app: Router,
-    config: Config,
-    stop_accepting: CancellationToken,
-) -> Result<(), DrainTimedOut> {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        // Slowloris protection; between requests on a kept-alive connection the same timer
-        // runs, so it doubles as the idle timeout.
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicU64::new(0));
-
-    loop {
-        // Sleep until a client connects or it is time to stop accepting.
-        let (stream, peer) = tokio::select! {
-            _ = stop_accepting.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Typically "too many open files": pause rather than spin on the error.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        // The peer's address, for the access log's `remoteIp` when no proxy header names one.
-        let app = app
-            .clone()
-            .map_request(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-        // `watch` lets `graceful.shutdown()` below reach this connection.
-        let connection = graceful.watch(connection);
-        let guard = OpenConnection::new(&open);
-        // One task per connection: a slow client only ever holds up its own task.
-        tokio::spawn(async move {
-            let _guard = guard;
-            // Resolves when the client closes, a timeout fires, or the drain closes it.
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-
-    // Stop accepting: from here on, connection attempts are refused.
-    drop(listener);
-    tracing::info!(connections = open.load(Ordering::Relaxed), "draining");
-    // Resolves when every watched connection has finished its request and closed.
-    match tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await {
-        Ok(()) => {
-            tracing::info!("drained; exiting");
-            Ok(())
-        }
-        Err(_) => {
-            let cut_off = open.load(Ordering::Relaxed);
-            tracing::error!(cut_off, deadline = ?config.shutdown_timeout, "drain deadline passed; cutting off open connections");
-            Err(DrainTimedOut { cut_off })
-        }
-    }
-}
-
-/// Counts a connection as open from accept until its task ends, however it ends.
-struct OpenConnection(Arc<AtomicU64>);
-
-impl OpenConnection {
-    fn new(open: &Arc<AtomicU64>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(open.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-// ANCHOR_END: serve
-
-/// Installs the SIGTERM and SIGINT handlers *now* (see step 03) and returns a future that
-/// resolves with the name of the first one to arrive.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> + Send> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        // Whichever arrives first: the platform sends SIGTERM, a terminal's Ctrl-C SIGINT.
-        tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        }
-    })
-}
 
 #[cfg(test)]
 mod tests {
@@ -422,10 +314,52 @@ mod tests {
             ("QUEUE_TIMEOUT", "-1s"),
             ("REQUEST_TIMEOUT", "0"),
             ("ENABLE_DEBUG_ROUTES", "yes please"),
+            ("GRACE_PERIOD", "0"),
         ] {
             let error = Config::from_lookup(env(&[(name, value)])).expect_err(name);
 
             assert!(error.starts_with(name) && error.contains(value), "{error}");
         }
+    }
+
+    #[test]
+    fn a_drain_that_cannot_fit_the_grace_period_is_refused() {
+        let error = Config::from_lookup(env(&[("DRAIN_DELAY", "20s")])).expect_err("20s + 8s");
+
+        assert!(
+            error.starts_with("DRAIN_DELAY (20s) + SHUTDOWN_TIMEOUT (8s)"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "{error}");
+        let longer = env(&[("DRAIN_DELAY", "20s"), ("GRACE_PERIOD", "30s")]);
+        assert!(
+            Config::from_lookup(longer).is_ok(),
+            "fits a 30 s grace period"
+        );
+        let exact = env(&[("DRAIN_DELAY", "2s")]);
+        assert!(
+            Config::from_lookup(exact).is_err(),
+            "2 s + 8 s leaves no time to exit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crashed_accept_loop_is_reported_as_a_crash_not_a_drain() {
+        let crashed = tokio::spawn(async {
+            if true {
+                panic!("accept loop bug");
+            }
+            Ok(())
+        })
+        .await;
+
+        assert_eq!(
+            outcome(crashed),
+            Err(RunError::ServerFailed("accept loop bug".into()))
+        );
+        assert_eq!(
+            outcome(Ok(Err(DrainTimedOut { cut_off: 3 }))),
+            Err(RunError::DrainTimedOut { cut_off: 3 })
+        );
     }
 }

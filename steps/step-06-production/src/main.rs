@@ -70,10 +70,10 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match TcpListener::bind(("0.0.0.0", config.port)).await {
+    let listener = match TcpListener::bind(("0.0.0.0", config.base.port)).await {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(%error, port = config.port, "cannot listen");
+            tracing::error!(%error, port = config.base.port, "cannot listen");
             return ExitCode::FAILURE;
         }
     };

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
+use crate::error::ApiError;
 use crate::logging::format_latency;
 use crate::trace_context::TraceContext;
 
@@ -136,16 +137,9 @@ fn remote_ip(request: &Request) -> Option<String> {
 /// with the request id to quote in a bug report; what went wrong stays in the log (written
 /// by the panic hook, inside the request's span).
 pub fn panic_response(_payload: Box<dyn Any + Send + 'static>) -> Response {
-    let request_id = REQUEST_ID.try_with(|id| id.clone()).ok();
-    let body = axum::Json(serde_json::json!({
-        "error": "internal server error",
-        "request_id": request_id,
-    }));
-    let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    let request_id = REQUEST_ID.try_with(|id| id.to_string()).ok();
+    // Step 04's error type, as every other error: the same body, plus the request's id.
+    ApiError::Internal.response(request_id)
 }
 
 /// Replaces the default panic hook (a plain-text line on stderr) with a log event, so a panic
@@ -172,6 +166,8 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+
+    use axum::http::StatusCode;
 
     use super::*;
 

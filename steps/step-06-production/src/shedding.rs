@@ -17,13 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-/// What a shed client is told to wait before retrying, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 1;
+use crate::error::ApiError;
 
 // ANCHOR: shed
 /// The slots requests compete for, and how long one may wait for a slot.
@@ -69,13 +67,10 @@ pub async fn limit_concurrency(
     }
 }
 
+/// Step 04's error type answers: 503, the usual JSON body, `Retry-After`, the same as every
+/// other 503 of the API (and as the OpenAPI document says).
 fn overloaded() -> Response {
-    let body = axum::Json(serde_json::json!({ "error": "server overloaded, retry later" }));
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    response
+    ApiError::Overloaded.into_response()
 }
 // ANCHOR_END: shed
 
@@ -83,6 +78,7 @@ fn overloaded() -> Response {
 mod tests {
     use axum::Router;
     use axum::body::Body;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
     use tokio_util::sync::CancellationToken;
     use tower::ServiceExt;

@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_step-06");
 async fn start_with_debug_routes() -> SocketAddr {
     let config = Config::from_lookup(|key| (key == "ENABLE_DEBUG_ROUTES").then(|| "1".into()))
         .expect("valid test configuration");
-    let store = Arc::new(MemoryStore::new(config.max_items));
+    let store = Arc::new(MemoryStore::new(config.base.max_items));
     let app = step_06::app(&config, store, &Ops::default());
     spawn_in_process(move |listener| async move { axum::serve(listener, app).await }).await
 }

@@ -23,7 +23,7 @@ fn config(env: &[(&str, &str)]) -> Config {
 
 /// Serves the app in-process (no signal, no start-up work) and returns its address.
 async fn start(config: Config, ops: Ops) -> SocketAddr {
-    let store = Arc::new(MemoryStore::new(config.max_items));
+    let store = Arc::new(MemoryStore::new(config.base.max_items));
     let app = step_06::app(&config, store, &ops);
     spawn_in_process(move |listener| async move { axum::serve(listener, app).await }).await
 }
@@ -308,6 +308,18 @@ async fn a_bad_max_concurrency_is_one_line_and_exit_code_2() {
 }
 
 #[tokio::test]
+async fn a_drain_longer_than_the_grace_period_is_refused_at_start() {
+    let (status, output) = run_to_exit(BIN, &[("DRAIN_DELAY", "20s")]).await;
+
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(output.len(), 1, "{output:?}");
+    assert!(
+        output[0].starts_with("step-06: DRAIN_DELAY (20s) + SHUTDOWN_TIMEOUT (8s) must be shorter than GRACE_PERIOD (10s)"),
+        "{output:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_runtime_size_is_logged_at_start_up() {
     let server = Binary::start(BIN, &[("LOG_FORMAT", "json"), ("WORKER_THREADS", "3")]).await;
 
@@ -352,6 +364,10 @@ async fn the_item_api_keeps_step_04s_contract() {
         .await
         .expect("POST");
     let health = get(addr, "/health").await;
+    let big = "a".repeat(200 * 1024);
+    let big_headers = request(addr, Method::GET, "/health", &[("x-big", &big)], "")
+        .await
+        .expect("GET");
 
     assert_eq!(created.status, 201);
     assert_eq!(created.header("location"), Some("/api/items/item-1"));
@@ -370,4 +386,6 @@ async fn the_item_api_keeps_step_04s_contract() {
         (health.status.as_u16(), health.body.as_str()),
         (200, r#"{"status":"ok"}"#)
     );
+    assert_eq!(big_headers.status, 431, "step 04's header limit");
+    assert_eq!(big_headers.header("content-type"), Some("application/json"));
 }
