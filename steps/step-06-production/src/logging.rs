@@ -204,8 +204,8 @@ impl<W> CloudLogging<W> {
         if is_access_log && !http.is_empty() {
             entry.insert("httpRequest".into(), Value::Object(http));
         }
-        if let Some(project) = &self.project {
-            if let Some(Value::String(trace_id)) = entry.remove("trace_id") {
+        if let Some(project) = &self.project
+            && let Some(Value::String(trace_id)) = entry.remove("trace_id") {
                 let trace = format!("projects/{project}/traces/{trace_id}");
                 entry.insert("logging.googleapis.com/trace".into(), trace.into());
                 if let Some(span_id) = entry.remove("span_id") {
@@ -215,7 +215,6 @@ impl<W> CloudLogging<W> {
                     entry.insert("logging.googleapis.com/trace_sampled".into(), sampled);
                 }
             }
-        }
         let message = entry.remove("message").unwrap_or_else(|| "".into());
         entry.insert("message".into(), message);
         entry.insert("severity".into(), severity(level).into());
