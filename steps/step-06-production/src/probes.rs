@@ -29,29 +29,47 @@ pub enum Phase {
     Starting,
     /// Serving traffic.
     Ready,
+    /// Ready before, but something it needs is gone for now (a later step's database): alive,
+    /// not ready, and back to `Ready` when it returns.
+    Unavailable,
     /// Shutdown has begun: finishing what is in flight, not taking more.
     Draining,
 }
 
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+const UNAVAILABLE: u8 = 3;
+
 impl Readiness {
     pub fn phase(&self) -> Phase {
         match self.0.load(Ordering::Acquire) {
-            0 => Phase::Starting,
-            1 => Phase::Ready,
+            STARTING => Phase::Starting,
+            READY => Phase::Ready,
+            UNAVAILABLE => Phase::Unavailable,
             _ => Phase::Draining,
         }
     }
 
-    /// Start-up is done. Does nothing once draining: a late start-up must not undo a drain.
+    /// Start-up is done, or what was missing is back. Does nothing once draining: a late
+    /// start-up must not undo a drain.
     pub fn set_ready(&self) {
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now != DRAINING).then_some(READY)
+        });
+    }
+
+    /// Something the instance needs is gone for now. Only a ready instance becomes
+    /// unavailable: one still starting stays starting, one draining stays draining.
+    pub fn set_unavailable(&self) {
         let _ = self
             .0
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(READY, UNAVAILABLE, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Shutdown has begun; there is no way back.
     pub fn set_draining(&self) {
-        self.0.store(2, Ordering::Release);
+        self.0.store(DRAINING, Ordering::Release);
     }
 }
 // ANCHOR_END: readiness
@@ -73,6 +91,7 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     match readiness.phase() {
         Phase::Ready => probe_reply(StatusCode::OK, "ready"),
         Phase::Starting => probe_reply(StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        Phase::Unavailable => probe_reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         Phase::Draining => probe_reply(StatusCode::SERVICE_UNAVAILABLE, "draining"),
     }
 }
@@ -111,6 +130,24 @@ mod tests {
         readiness.set_draining();
         readiness.set_ready();
 
+        assert_eq!(readiness.phase(), Phase::Draining);
+    }
+
+    #[test]
+    fn unavailable_comes_and_goes_but_never_undoes_starting_or_draining() {
+        let readiness = Readiness::default();
+        readiness.set_unavailable();
+        assert_eq!(readiness.phase(), Phase::Starting);
+
+        readiness.set_ready();
+        readiness.set_unavailable();
+        assert_eq!(readiness.phase(), Phase::Unavailable);
+        readiness.set_ready();
+        assert_eq!(readiness.phase(), Phase::Ready);
+
+        readiness.set_unavailable();
+        readiness.set_draining();
+        readiness.set_ready();
         assert_eq!(readiness.phase(), Phase::Draining);
     }
 }
