@@ -121,23 +121,37 @@ impl<L: Fn(&str) -> Option<String>> Vars<L> {
         }
     }
 
-    /// A duration (see [`parse_duration`]); zero is accepted only where `zero_ok`.
+    /// A duration (see [`parse_duration`]) of at most an hour; zero only where `zero_ok`.
     pub fn duration(
         &self,
         name: &str,
         default: Duration,
         zero_ok: bool,
     ) -> Result<Duration, String> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(text) => parse_duration(&text, zero_ok).ok_or_else(|| {
+        self.duration_up_to(name, default, zero_ok, Duration::from_secs(3600))
+    }
+
+    /// A duration of at most `max`; zero only where `zero_ok`.
+    pub fn duration_up_to(
+        &self,
+        name: &str,
+        default: Duration,
+        zero_ok: bool,
+        max: Duration,
+    ) -> Result<Duration, String> {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
+        parse_duration(&text)
+            .filter(|d| *d <= max && (zero_ok || *d >= Duration::from_millis(1)))
+            .ok_or_else(|| {
                 let zero = if zero_ok { "0 or " } else { "" };
                 format!(
-                    "{name} must be {zero}a duration from 1ms to 1h, written 250ms, 5s, 2m or \
-                     2.5 (seconds), got {text:?}"
+                    "{name} must be {zero}a duration from 1ms to {}, written 250ms, 5s, 2m, 1h \
+                     or 2.5 (seconds), got {text:?}",
+                    human(max)
                 )
-            }),
-        }
+            })
     }
 
     /// A whole number from 1 to `max`, or `None` when unset.
@@ -164,10 +178,10 @@ impl<L: Fn(&str) -> Option<String>> Vars<L> {
     }
 }
 
-/// The one duration syntax every step from here on accepts: `250ms`, `5s`, `2m`, or a bare
-/// number of seconds (`2.5`). Negative values and values over an hour are refused, and zero
-/// unless `zero_ok`.
-pub fn parse_duration(text: &str, zero_ok: bool) -> Option<Duration> {
+/// The one duration syntax every step from here on accepts: `250ms`, `5s`, `2m`, `1h`, or a
+/// bare number of seconds (`2.5`). Negative, infinite and unreadable values are `None`; the
+/// caller ([`Vars::duration`]) decides what range it accepts.
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let (number, unit_secs) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 0.001)
@@ -175,12 +189,22 @@ pub fn parse_duration(text: &str, zero_ok: bool) -> Option<Duration> {
         (s, 1.0)
     } else if let Some(m) = text.strip_suffix('m') {
         (m, 60.0)
+    } else if let Some(h) = text.strip_suffix('h') {
+        (h, 3600.0)
     } else {
         (text, 1.0)
     };
     let seconds = number.trim().parse::<f64>().ok()? * unit_secs;
-    let positive = seconds >= 0.001 || (zero_ok && seconds == 0.0);
-    (positive && seconds <= 3600.0).then(|| Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// `1h`, `24h`, `90s`: a whole duration as a reader writes it.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 // ANCHOR_END: config
 
@@ -418,3 +442,48 @@ impl Drop for OpenConnection {
     }
 }
 // ANCHOR_END: serve
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_duration_syntax_with_its_range_in_the_error() {
+        let vars = Vars(|name: &str| match name {
+            "A" => Some("250ms".to_string()),
+            "B" => Some("2m".to_string()),
+            "C" => Some("0".to_string()),
+            "D" => Some("2h".to_string()),
+            "E" => Some("soon".to_string()),
+            _ => None,
+        });
+        let second = Duration::from_secs(1);
+
+        assert_eq!(
+            vars.duration("A", second, false),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            vars.duration("B", second, false),
+            Ok(Duration::from_secs(120))
+        );
+        assert_eq!(vars.duration("C", second, true), Ok(Duration::ZERO));
+        assert_eq!(vars.duration("unset", second, false), Ok(second));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            vars.duration_up_to("D", second, false, day),
+            Ok(7200 * second)
+        );
+        for (name, zero_ok) in [("C", false), ("D", false), ("E", true)] {
+            let error = vars.duration(name, second, zero_ok).expect_err(name);
+            assert!(error.starts_with(name), "{error}");
+            assert!(
+                error.contains("to 1h, written 250ms, 5s, 2m, 1h or 2.5"),
+                "{error}"
+            );
+        }
+        for bad in ["-1s", "inf", "NaN", "1d", ""] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -155,17 +155,17 @@ async fn bad_configuration_is_one_line_and_exit_code_2() {
         (
             "HEADER_READ_TIMEOUT",
             "0s",
-            "step-04: HEADER_READ_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m or 2.5 (seconds), got \"0s\"",
+            "step-04: HEADER_READ_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m, 1h or 2.5 (seconds), got \"0s\"",
         ),
         (
             "REQUEST_TIMEOUT",
             "soon",
-            "step-04: REQUEST_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m or 2.5 (seconds), got \"soon\"",
+            "step-04: REQUEST_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m, 1h or 2.5 (seconds), got \"soon\"",
         ),
         (
             "SHUTDOWN_TIMEOUT",
             "-1s",
-            "step-04: SHUTDOWN_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m or 2.5 (seconds), got \"-1s\"",
+            "step-04: SHUTDOWN_TIMEOUT must be a duration from 1ms to 1h, written 250ms, 5s, 2m, 1h or 2.5 (seconds), got \"-1s\"",
         ),
     ];
 
