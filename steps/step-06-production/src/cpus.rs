@@ -62,9 +62,10 @@ fn read_quota(root: &Path) -> Option<(f64, &'static str)> {
         let quota = read(&format!("{dir}/cpu.cfs_quota_us"));
         let period = read(&format!("{dir}/cpu.cfs_period_us"));
         if let (Some(quota), Some(period)) = (quota, period)
-            && let Some(cpus) = parse_cfs(&quota, &period) {
-                return Some((cpus, "cgroup v1 cfs quota"));
-            }
+            && let Some(cpus) = parse_cfs(&quota, &period)
+        {
+            return Some((cpus, "cgroup v1 cfs quota"));
+        }
     }
     None
 }

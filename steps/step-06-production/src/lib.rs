@@ -10,6 +10,7 @@
 
 pub mod cpus;
 pub mod debug_routes;
+pub mod launch;
 pub mod logging;
 pub mod probes;
 pub mod request_context;

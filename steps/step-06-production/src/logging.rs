@@ -205,16 +205,17 @@ impl<W> CloudLogging<W> {
             entry.insert("httpRequest".into(), Value::Object(http));
         }
         if let Some(project) = &self.project
-            && let Some(Value::String(trace_id)) = entry.remove("trace_id") {
-                let trace = format!("projects/{project}/traces/{trace_id}");
-                entry.insert("logging.googleapis.com/trace".into(), trace.into());
-                if let Some(span_id) = entry.remove("span_id") {
-                    entry.insert("logging.googleapis.com/spanId".into(), span_id);
-                }
-                if let Some(sampled) = entry.remove("trace_sampled") {
-                    entry.insert("logging.googleapis.com/trace_sampled".into(), sampled);
-                }
+            && let Some(Value::String(trace_id)) = entry.remove("trace_id")
+        {
+            let trace = format!("projects/{project}/traces/{trace_id}");
+            entry.insert("logging.googleapis.com/trace".into(), trace.into());
+            if let Some(span_id) = entry.remove("span_id") {
+                entry.insert("logging.googleapis.com/spanId".into(), span_id);
             }
+            if let Some(sampled) = entry.remove("trace_sampled") {
+                entry.insert("logging.googleapis.com/trace_sampled".into(), sampled);
+            }
+        }
         let message = entry.remove("message").unwrap_or_else(|| "".into());
         entry.insert("message".into(), message);
         entry.insert("severity".into(), severity(level).into());

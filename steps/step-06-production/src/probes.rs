@@ -54,9 +54,11 @@ impl Readiness {
     /// Start-up is done, or what was missing is back. Does nothing once draining: a late
     /// start-up must not undo a drain.
     pub fn set_ready(&self) {
-        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            (now != DRAINING).then_some(READY)
-        });
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != DRAINING).then_some(READY)
+            });
     }
 
     /// Something the instance needs is gone for now. Only a ready instance becomes
