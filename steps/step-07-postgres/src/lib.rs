@@ -86,11 +86,23 @@ pub async fn run(
     ops: Ops,
     signal: impl Future<Output = &'static str> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with(listener, config, ops, signal, app).await
+}
+
+/// [`run`], serving what `build` makes of the store instead of [`app`] (a later step adds
+/// routes beside the REST API).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    ops: Ops,
+    signal: impl Future<Output = &'static str> + Send + 'static,
+    build: impl FnOnce(&Config, Arc<PgStore>, &Ops) -> Router,
+) -> Result<(), RunError> {
     // Lazy: opening no connection here is what lets the process start while the database is
     // down (liveness keeps answering; readiness waits).
     let pool = config.db.pool();
     let store = Arc::new(PgStore::new(pool.clone(), config.db.idempotency_key_ttl));
-    let app = app(&config, store, &ops);
+    let app = build(&config, store, &ops);
 
     let health = DbHealth::default();
     let startup = {
