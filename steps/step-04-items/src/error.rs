@@ -130,6 +130,9 @@ impl ApiError {
         if status.is_server_error() {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        // The error itself rides along (not sent), so an outer layer can answer in another
+        // protocol's words: step 08 gives a gRPC client a gRPC status instead of this JSON.
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -21,7 +21,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -77,6 +78,19 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `MAX_ITEMS`: the memory store's capacity, from 1 to 1 000 000 000.
     pub max_items: usize,
+    /// What `serve` speaks: HTTP/1.1 here, always (not read from the environment). Step 08
+    /// adds HTTP/2 without TLS for gRPC on the same port.
+    pub protocols: Protocols,
+}
+
+/// The HTTP versions [`serve`] accepts on its one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only: a client that opens with HTTP/2's preface is refused.
+    Http1,
+    /// HTTP/1.1, and HTTP/2 over cleartext with prior knowledge (h2c), told apart by the first
+    /// bytes a client sends. gRPC needs HTTP/2; so does Cloud Run's end-to-end HTTP/2 option.
+    Http1AndH2c,
 }
 
 impl Config {
@@ -96,6 +110,7 @@ impl Config {
             max_items: vars
                 .number("MAX_ITEMS", 1_000_000_000)?
                 .unwrap_or(DEFAULT_MAX_ITEMS),
+            protocols: Protocols::Http1,
         })
     }
 }
@@ -347,7 +362,7 @@ pub async fn run(
 }
 
 // ANCHOR: serve
-/// Accepts connections and serves `app` on each with hyper's HTTP/1 connection builder, which
+/// Accepts connections and serves `app` on each with hyper's connection builder, which
 /// (unlike `axum::serve`) can time out a client that is slow to send its headers. When `stop`
 /// resolves: stop accepting, let each connection finish its current request, close idle ones,
 /// and give up after `SHUTDOWN_TIMEOUT`.
@@ -357,8 +372,11 @@ pub async fn serve(
     config: &Config,
     stop: impl Future<Output = ()>,
 ) -> Result<(), DrainTimedOut> {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    // hyper_util's "auto" builder holds an HTTP/1 and an HTTP/2 builder; `Protocols::Http1`
+    // (this step) keeps it to HTTP/1, so each connection goes straight to the HTTP/1 one.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         // Slowloris protection: the whole header must arrive within this time. Between requests
         // on a kept-alive connection the same timer runs, so it doubles as the idle timeout.
         .header_read_timeout(config.header_read_timeout)
@@ -367,6 +385,12 @@ pub async fn serve(
         // about 400 KB; 256 KiB still lets a 200 KB header reach `limit_headers` and its JSON.
         .max_buf_size(HYPER_MAX_BUF_BYTES)
         .keep_alive(true);
+    // HTTP/2 (step 08): the same bound on a request's headers.
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(HYPER_MAX_BUF_BYTES as u32);
+    let sniffs = config.protocols == Protocols::Http1AndH2c;
+    let http = if sniffs { http } else { http.http1_only() };
     let graceful = GracefulShutdown::new();
     let open = Arc::new(AtomicU64::new(0));
     let mut stop = pin!(stop);
@@ -389,23 +413,38 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // Every request learns its peer's address (`ConnectInfo`, as axum's own `serve`
         // provides it), for a later step's access log.
+        let greeted = Arc::new(tokio::sync::Notify::new());
+        let first_request = greeted.clone();
         let app = app
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
+                first_request.notify_one();
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        let connection = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+            .into_owned();
         // `watch` lets `graceful.shutdown()` below reach this connection.
         let connection = graceful.watch(connection);
         let guard = OpenConnection::new(&open);
+        let header_read_timeout = config.header_read_timeout;
         // One task per connection: a slow client only ever holds up its own task.
         tokio::spawn(async move {
             let _guard = guard;
-            // Resolves when the client closes, a timeout fires, or the drain closes it.
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            let mut connection = pin!(connection);
+            if sniffs {
+                // With h2c, hyper_util reads the first bytes to choose HTTP/1 or HTTP/2 and has
+                // no timeout of its own there: the first request gets the header-read timeout.
+                let first = tokio::time::timeout(header_read_timeout, greeted.notified());
+                tokio::select! {
+                    ended = connection.as_mut() => return log_end(ended),
+                    // Too slow: returning drops the connection, which closes it.
+                    waited = first => if waited.is_err() { return },
+                }
             }
+            // Resolves when the client closes, a timeout fires, or the drain closes it.
+            log_end(connection.await);
         });
     }
 
@@ -423,6 +462,12 @@ pub async fn serve(
             tracing::error!(cut_off, deadline = ?config.shutdown_timeout, "drain deadline passed; cutting off open connections");
             Err(DrainTimedOut { cut_off })
         }
+    }
+}
+
+fn log_end(ended: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::PATIENCE;
-use testkit::{Binary, get, run_to_exit};
+use testkit::{Binary, get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,12 +88,7 @@ async fn an_idle_server_exits_0_at_once_on_sigterm() {
 
 #[tokio::test]
 async fn the_binary_listens_on_port_from_the_environment() {
-    let port = testkit::free_port();
-
-    let server = Binary::start(BIN, &[("PORT", &port.to_string())]).await;
-
-    assert_eq!(server.addr.port(), port);
-    assert_eq!(get(server.addr, "/health").await.body, r#"{"status":"ok"}"#);
+    testkit::assert_honours_port(BIN, "/health").await;
 }
 
 #[tokio::test]
@@ -170,10 +165,9 @@ async fn bad_configuration_is_one_line_and_exit_code_2() {
     ];
 
     for (name, value, message) in cases {
-        let (status, output) = run_to_exit(BIN, &[(name, value)]).await;
+        let line = testkit::assert_config_refused(BIN, &[(name, value)]).await;
 
-        assert_eq!(status.code(), Some(2), "{name}={value}");
-        assert_eq!(output, [message], "{name}={value}");
+        assert_eq!(line, message, "{name}={value}");
     }
 }
 

@@ -287,13 +287,7 @@ pub fn outcome(joined: Result<Result<(), DrainTimedOut>, JoinError>) -> Result<(
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-    }
+    use testkit::env_from as env;
 
     #[test]
     fn defaults_match_cloud_run() {

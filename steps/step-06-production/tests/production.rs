@@ -8,17 +8,12 @@ use std::time::{Duration, Instant};
 
 use step_06::store::MemoryStore;
 use step_06::{Config, Ops};
-use testkit::{Binary, Method, PATIENCE, get, request, run_to_exit, spawn_in_process};
+use testkit::{Binary, Method, PATIENCE, get, request, spawn_in_process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step-06");
 
 fn config(env: &[(&str, &str)]) -> Config {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(|key| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-        .expect("valid test configuration")
+    Config::from_lookup(testkit::env_from(env)).expect("valid test configuration")
 }
 
 /// Serves the app in-process (no signal, no start-up work) and returns its address.
@@ -28,13 +23,9 @@ async fn start(config: Config, ops: Ops) -> SocketAddr {
     spawn_in_process(move |listener| async move { axum::serve(listener, app).await }).await
 }
 
-/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+/// Polls `condition` until it holds (testkit's `eventually`, for a plain condition).
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::eventually(what, async || condition(), |done| *done).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,24 +289,21 @@ async fn on_sigterm_readyz_flips_at_once_while_in_flight_requests_complete() {
 
 #[tokio::test]
 async fn a_bad_max_concurrency_is_one_line_and_exit_code_2() {
-    let (status, output) = run_to_exit(BIN, &[("MAX_CONCURRENCY", "0")]).await;
+    let line = testkit::assert_config_refused(BIN, &[("MAX_CONCURRENCY", "0")]).await;
 
-    assert_eq!(status.code(), Some(2));
     assert_eq!(
-        output,
-        ["step-06: MAX_CONCURRENCY must be a whole number from 1 to 10000, got \"0\""]
+        line,
+        "step-06: MAX_CONCURRENCY must be a whole number from 1 to 10000, got \"0\""
     );
 }
 
 #[tokio::test]
 async fn a_drain_longer_than_the_grace_period_is_refused_at_start() {
-    let (status, output) = run_to_exit(BIN, &[("DRAIN_DELAY", "20s")]).await;
+    let line = testkit::assert_config_refused(BIN, &[("DRAIN_DELAY", "20s")]).await;
 
-    assert_eq!(status.code(), Some(2));
-    assert_eq!(output.len(), 1, "{output:?}");
     assert!(
-        output[0].starts_with("step-06: DRAIN_DELAY (20s) + SHUTDOWN_TIMEOUT (8s) must be shorter than GRACE_PERIOD (10s)"),
-        "{output:?}"
+        line.starts_with("step-06: DRAIN_DELAY (20s) + SHUTDOWN_TIMEOUT (8s) must be shorter than GRACE_PERIOD (10s)"),
+        "{line}"
     );
 }
 
