@@ -27,6 +27,8 @@ use crate::store::PgStore;
 pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long that ping may take before the database counts as unreachable.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often each instance deletes expired idempotency keys.
+pub const PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
 /// How often start-up retries while the database is down or not migrated yet.
 pub const STARTUP_RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -102,6 +104,7 @@ pub async fn run_with(
     // down (liveness keeps answering; readiness waits).
     let pool = config.db.pool();
     let store = Arc::new(PgStore::new(pool.clone(), config.db.idempotency_key_ttl));
+    let store_for_purge = store.clone();
     let app = build(&config, store, &ops);
 
     let health = DbHealth::default();
@@ -113,13 +116,34 @@ pub async fn run_with(
     // Runs for the life of the process: readiness goes to 503 when the database goes, and
     // back when it returns, without a restart.
     let follower = tokio::spawn(follow_database(pool.clone(), health, ops.readiness.clone()));
+    // Forgets expired `Idempotency-Key`s now and then, so the table stays the size of a day.
+    let purger = tokio::spawn(purge_expired_keys(store_for_purge));
 
     let outcome = step_06::run_app(listener, app, config.base, ops, startup, signal).await;
     follower.abort();
+    purger.abort();
     // Every request is done: close the connections politely, so the database does not keep
     // their server processes around until it notices the instance is gone.
     pool.close().await;
     outcome
+}
+
+/// Deletes expired idempotency keys every [`PURGE_EVERY`] (one indexed `DELETE` per instance;
+/// a key past its time is already ignored, so this only keeps the table small).
+async fn purge_expired_keys(store: Arc<PgStore>) {
+    // The first purge one period after start: by then the schema is surely there.
+    let first = tokio::time::Instant::now() + PURGE_EVERY;
+    let mut ticks = tokio::time::interval_at(first, PURGE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Sleeps until the next tick.
+        ticks.tick().await;
+        match store.purge_expired_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+            Err(error) => tracing::warn!(?error, "could not delete expired idempotency keys"),
+        }
+    }
 }
 
 /// Pings the database every [`HEALTH_CHECK_EVERY`] and moves readiness with the answer.
@@ -131,13 +155,14 @@ async fn follow_database(pool: PgPool, health: DbHealth, readiness: Readiness) {
         // Sleeps until the next tick (the first is immediate).
         ticks.tick().await;
         // Bounded by `PING_TIMEOUT`: a database that accepts but never answers reads as down.
-        if db::ping(&pool, PING_TIMEOUT).await {
+        match db::check(&pool, PING_TIMEOUT).await {
             // Not before the schema is current: start-up work decides that.
-            if health.is_migrated() {
-                readiness.set_ready();
-            }
-        } else {
-            readiness.set_unavailable();
+            Some(true) if health.is_migrated() => readiness.set_ready(),
+            Some(true) => {}
+            Some(false) => readiness.set_unavailable(),
+            // Every connection busy serving requests: a busy database is not a gone one, and
+            // turning every instance away at peak load would make it one.
+            None => {}
         }
     }
 }
