@@ -1,241 +1,129 @@
-//! `cargo xtask diffs`: what changed from one step to the next, as book pages.
-//!
-//! For each consecutive pair of steps (by directory name) it compares `Cargo.toml` and every
-//! `src/**/*.rs`, file by file, and writes `book/src/generated/diff-step-NN-step-MM.md`: a
-//! one-line summary, then one unified diff per file. `ANCHOR` marker lines are left out (they
-//! exist for the book's includes and mean nothing to a reader). `--check` writes nothing and
-//! fails if any page is missing, stale or left over from a step that no longer exists.
+//! `cargo xtask diffs [--check]`: `book/src/generated/diff-step-NN-step-MM.md`, what each step
+//! adds to the one it grows from (the previous folder, or `grows-from` in its Cargo.toml).
+//! A step that copies (01 to 03) gets a diff per file. A step that reuses (it depends on the
+//! earlier step's library, from 04 on) gets its new files in full, then the diffs of the files
+//! both have. The code that teaches comes first, `Cargo.toml` last; `ANCHOR` lines are left out.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use similar::TextDiff;
+use similar::{ChangeTag, TextDiff};
 
-use crate::Problems;
-use crate::fsutil::{file_name, files_with_suffix, relative, step_dirs, write_if_changed};
+use crate::{Problems, files_with_suffix, manifest_value, relative, step_dirs, write_or_check};
 
-/// Diffs longer than this many lines start collapsed, so a chapter stays readable.
+/// Sections longer than this many lines start folded, so a chapter stays readable.
 const OPEN_UP_TO_LINES: usize = 60;
+const WORKSHOP: &str = "package.metadata.workshop";
 
-pub fn run(root: &Path, check: bool) -> Result<(), Problems> {
-    let generated = root.join("book/src/generated");
-    let expected = expected_pages(root);
-    let mut problems = Vec::new();
-    for (path, content) in &expected {
-        let rel = relative(path, root);
-        if check {
-            match fs::read_to_string(path) {
-                Ok(current) if current == *content => {}
-                Ok(_) => problems.push(format!("{rel} is out of date: run `cargo xtask diffs`")),
-                Err(_) => problems.push(format!("{rel} is missing: run `cargo xtask diffs`")),
-            }
-        } else {
-            match write_if_changed(path, content) {
-                Ok(true) => eprintln!("wrote {rel}"),
-                Ok(false) => {}
-                Err(error) => problems.push(format!("{rel}: cannot write: {error}")),
-            }
-        }
-    }
-    // Pages for step pairs that no longer exist.
-    let wanted: BTreeSet<&PathBuf> = expected.iter().map(|(path, _)| path).collect();
-    for page in files_with_suffix(&generated, ".md") {
-        let name = file_name(&page);
-        if name.starts_with("diff-") && !wanted.contains(&page) {
-            let rel = relative(&page, root);
-            if check {
-                problems.push(format!(
-                    "{rel} belongs to no consecutive pair of steps: run `cargo xtask diffs`"
-                ));
-            } else if let Err(error) = fs::remove_file(&page) {
-                problems.push(format!("{rel}: cannot remove: {error}"));
-            } else {
-                eprintln!("removed {rel}");
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
-}
-
-/// Every diff page the steps call for, with its content: each step against the one it grows
-/// from (see [`grows_from`]).
-pub fn expected_pages(root: &Path) -> Vec<(PathBuf, String)> {
+pub fn run(root: &Path, check: bool) -> Problems {
     let steps = step_dirs(root);
-    steps
-        .windows(2)
-        .map(|pair| {
-            let to = &pair[1];
-            let from = grows_from(to)
-                .and_then(|name| steps.iter().find(|dir| short_name(dir) == name))
-                .unwrap_or(&pair[0]);
-            let name = format!("diff-{}-{}.md", short_name(from), short_name(to));
-            (root.join("book/src/generated").join(name), render(from, to))
-        })
-        .collect()
-}
-
-/// The step this one grows from, when it is not the previous folder: a step's Cargo.toml says
-/// so with `grows-from = "step-04"` under `[package.metadata.workshop]` (step 06 grows from
-/// the item API of step 04, not from the pitfalls lab of step 05).
-fn grows_from(step_dir: &Path) -> Option<String> {
-    let manifest = fs::read_to_string(step_dir.join("Cargo.toml")).ok()?;
-    manifest.lines().find_map(|line| {
-        let value = line
-            .trim()
-            .strip_prefix("grows-from")?
-            .trim()
-            .strip_prefix('=')?;
-        Some(value.trim().trim_matches('"').to_owned())
-    })
+    let mut wanted = Vec::new();
+    let mut problems = Vec::new();
+    for pair in steps.windows(2) {
+        let to = &pair[1];
+        let from = manifest_value(to, WORKSHOP, "grows-from")
+            .and_then(|name| steps.iter().find(|dir| short_name(dir) == name))
+            .unwrap_or(&pair[0]);
+        let rel = format!("book/src/generated/diff-{}-{}.md", short_name(from), short_name(to));
+        problems.extend(write_or_check(root, &rel, &render(from, to), check, "diffs"));
+        wanted.push(root.join(rel));
+    }
+    for page in files_with_suffix(&root.join("book/src/generated"), ".md") {
+        let name = page.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("diff-") && !wanted.contains(&page) {
+            problems.push(format!("{}: no such pair of steps: remove it", relative(&page, root)));
+        }
+    }
+    problems
 }
 
 /// `steps/step-02-greeting` → `step-02`.
 pub fn short_name(step_dir: &Path) -> String {
-    let name = file_name(step_dir);
+    let name = step_dir.file_name().unwrap_or_default().to_string_lossy();
     name.split('-').take(2).collect::<Vec<_>>().join("-")
 }
 
-/// The files a step diff compares, relative to the step directory.
-fn compared_files(step_dir: &Path) -> BTreeSet<String> {
-    let mut files: BTreeSet<String> = files_with_suffix(&step_dir.join("src"), ".rs")
-        .iter()
-        .map(|path| relative(path, step_dir))
-        .collect();
-    if step_dir.join("Cargo.toml").is_file() {
-        files.insert("Cargo.toml".to_owned());
-    }
-    files
+/// The files a page compares: `src/**/*.rs` and `Cargo.toml`.
+fn files(step_dir: &Path) -> BTreeSet<String> {
+    let sources = files_with_suffix(&step_dir.join("src"), ".rs");
+    sources.iter().map(|p| relative(p, step_dir)).chain(["Cargo.toml".to_owned()]).collect()
 }
 
-/// The file's text without mdBook's `ANCHOR:` / `ANCHOR_END:` marker lines.
+/// The file's text without mdBook's `ANCHOR:` / `ANCHOR_END:` marker lines ("" if absent).
 fn reader_text(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     text.lines()
-        .filter(|line| !line.contains("ANCHOR:") && !line.contains("ANCHOR_END:"))
-        .map(|line| format!("{line}\n"))
+        .filter(|l| !l.contains("ANCHOR:") && !l.contains("ANCHOR_END:"))
+        .map(|l| format!("{l}\n"))
         .collect()
 }
 
-/// A fence that no backtick run inside `body` can close early.
-fn fence_for(body: &str) -> String {
-    let mut longest = 0;
-    let mut current = 0;
-    for c in body.chars() {
-        if c == '`' {
-            current += 1;
-            longest = longest.max(current);
-        } else {
-            current = 0;
-        }
-    }
-    "`".repeat((longest + 1).max(3))
+/// A folded (if long) section holding `body` in a fence no backtick run inside it can close.
+fn section(title: &str, lang: &str, body: &str) -> String {
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    let open = if body.lines().count() <= OPEN_UP_TO_LINES { " open" } else { "" };
+    format!(
+        "<details{open}>\n<summary>{title}</summary>\n\n{fence}{lang}\n{body}{fence}\n\n</details>\n\n"
+    )
 }
 
-fn render(from: &Path, to: &Path) -> String {
-    let (from_name, to_name) = (file_name(from), file_name(to));
-    let (before, after) = (compared_files(from), compared_files(to));
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    let mut changed = Vec::new();
-    let mut unchanged = Vec::new();
-    let mut sections = String::new();
-    for file in before.union(&after) {
-        let old = if before.contains(file) {
-            reader_text(&from.join(file))
-        } else {
-            String::new()
-        };
-        let new = if after.contains(file) {
-            reader_text(&to.join(file))
-        } else {
-            String::new()
-        };
-        if old == new {
-            unchanged.push(file.clone());
-            continue;
-        }
-        let diff = TextDiff::from_lines(&old, &new);
-        let (mut plus, mut minus) = (0, 0);
-        for change in diff.iter_all_changes() {
-            match change.tag() {
-                similar::ChangeTag::Insert => plus += 1,
-                similar::ChangeTag::Delete => minus += 1,
-                similar::ChangeTag::Equal => {}
-            }
-        }
-        let old_label = if before.contains(file) {
-            format!("{from_name}/{file}")
-        } else {
-            "/dev/null".to_owned()
-        };
-        let new_label = if after.contains(file) {
-            format!("{to_name}/{file}")
-        } else {
-            "/dev/null".to_owned()
-        };
-        let body = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(&old_label, &new_label)
-            .to_string();
-        let status = match (before.contains(file), after.contains(file)) {
-            (false, true) => {
-                added.push(file.clone());
-                "new file"
-            }
-            (true, false) => {
-                removed.push(file.clone());
-                "removed"
-            }
-            _ => {
-                changed.push(file.clone());
-                "changed"
-            }
-        };
-        let open = if body.lines().count() <= OPEN_UP_TO_LINES {
-            " open"
-        } else {
-            ""
-        };
-        let fence = fence_for(&body);
-        sections.push_str(&format!(
-            "<details{open}>\n<summary><code>{file}</code>: {status}, +{plus} −{minus} lines</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n"
-        ));
+pub fn render(from: &Path, to: &Path) -> String {
+    let (from_name, to_name) = (short_name(from), short_name(to));
+    let (before, after) = (files(from), files(to));
+    // By reuse: the step depends on the earlier step's package (`step-04 = { path = … }`).
+    let package = manifest_value(from, "package", "name").unwrap_or_default();
+    let reuses = manifest_value(to, "dependencies", &package).is_some();
+    // Sources by name (new ones first when reusing), `Cargo.toml` last: it teaches least.
+    let mut order: Vec<&String> = before.union(&after).filter(|f| *f != "Cargo.toml").collect();
+    if reuses {
+        order.sort_by_key(|f| before.contains(*f));
     }
-    let list = |files: &[String]| {
-        files
-            .iter()
-            .map(|f| format!("`{f}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut summary = Vec::new();
-    for (label, files) in [
-        ("changed", &changed),
-        ("added", &added),
-        ("removed", &removed),
-        ("unchanged", &unchanged),
-    ] {
-        if !files.is_empty() {
-            summary.push(format!("{label}: {}", list(files)));
+    order.extend(before.get("Cargo.toml"));
+    let (mut sections, mut lists) = (String::new(), <[Vec<String>; 5]>::default());
+    for file in order {
+        let (had, has) = (before.contains(file), after.contains(file));
+        let (old, new) = (reader_text(&from.join(file)), reader_text(&to.join(file)));
+        let kind = match (had, has) {
+            (true, false) if reuses => 4, // used through the dependency
+            (false, _) => 0,
+            (_, false) => 2,
+            _ if old == new => 3,
+            _ => 1,
+        };
+        lists[kind].push(format!("`{file}`"));
+        if reuses && kind == 0 {
+            let title = format!("<code>{file}</code>: new, {} lines", new.lines().count());
+            sections += &section(&title, "rust", &new);
+        } else if kind < 3 {
+            let diff = TextDiff::from_lines(&old, &new);
+            let count = |tag| diff.iter_all_changes().filter(|c| c.tag() == tag).count();
+            let (plus, minus) = (count(ChangeTag::Insert), count(ChangeTag::Delete));
+            let label = |has, step| if has { format!("{step}/{file}") } else { "/dev/null".into() };
+            let (old_label, new_label) = (label(had, &from_name), label(has, &to_name));
+            let body = diff.unified_diff().header(&old_label, &new_label).to_string();
+            let status = ["new file", "changed", "removed"][kind];
+            sections += &section(
+                &format!("<code>{file}</code>: {status}, +{plus} −{minus} lines"),
+                "diff",
+                &body,
+            );
         }
     }
-    if summary.is_empty() {
-        summary.push("no differences".to_owned());
-    }
-    format!(
+    let reused = format!("used from `{from_name}`'s library as they are");
+    let kinds = ["new", "changed", "removed", "unchanged", &reused];
+    let summary: Vec<String> = (lists.iter().zip(kinds).filter(|(files, _)| !files.is_empty()))
+        .map(|(files, kind)| format!("{kind}: {}", files.join(", ")))
+        .collect();
+    let how = if reuses { "depends on" } else { "copies" };
+    let adds = if reuses { "adds" } else { "changes" };
+    let page = format!(
         "<!-- Generated by `cargo xtask diffs` from steps/; do not edit by hand. -->\n\n\
-         **What changed from `{from_name}` to `{to_name}`** ({}).\n\n{sections}",
+         **What changed from `{from_name}` to `{to_name}`**: `{to_name}` {how} `{from_name}` and {adds} ({}).\n\n{sections}",
         summary.join("; ")
-    )
-    .trim_end()
-    .to_owned()
-        + "\n"
+    );
+    page.trim_end().to_owned() + "\n"
 }
 
 #[cfg(test)]
@@ -243,35 +131,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fence_is_longer_than_any_backtick_run_inside() {
-        assert_eq!(fence_for("plain"), "```");
-        assert_eq!(fence_for("/// ```ignore\n"), "````");
-    }
-
-    #[test]
-    fn short_names_keep_the_number() {
-        assert_eq!(short_name(Path::new("steps/step-02-greeting")), "step-02");
-    }
-
-    #[test]
-    fn renders_changes_and_drops_anchor_lines() {
+    fn copies_show_diffs_and_reuses_show_new_files_first_then_diffs_then_cargo_toml() {
         let dir = std::env::temp_dir().join(format!("xtask-diffs-{}", std::process::id()));
-        let (a, b) = (dir.join("step-01-a"), dir.join("step-02-b"));
-        for (step, body) in [
-            (&a, "fn one() {}\n// ANCHOR: x\n"),
-            (&b, "fn one() {}\nfn two() {}\n// ANCHOR_END: x\n"),
-        ] {
-            fs::create_dir_all(step.join("src")).unwrap();
-            fs::write(step.join("Cargo.toml"), "[package]\n").unwrap();
-            fs::write(step.join("src/lib.rs"), body).unwrap();
+        let files = [
+            ("a/Cargo.toml", "[package]\nname = \"step-01\"\n"),
+            ("a/src/lib.rs", "pub fn one() {}\n// ANCHOR: x\n"),
+            ("a/src/store.rs", "pub struct Store;\n"),
+            ("b/Cargo.toml", "[package]\nname = \"step-02\"\n"),
+            ("b/src/lib.rs", "pub fn one() {}\npub fn two() {}\n"),
+            ("c/Cargo.toml", "[dependencies]\nstep-01 = { path = \"../a\" }\n"),
+            ("c/src/lib.rs", "pub use step_01::one;\n"),
+            ("c/src/probes.rs", "pub fn ready() {}\n"),
+        ];
+        for (path, text) in files {
+            fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            fs::write(dir.join(path), text).unwrap();
         }
-        let page = render(&a, &b);
+        let (copy, reuse) =
+            (render(&dir.join("a"), &dir.join("b")), render(&dir.join("a"), &dir.join("c")));
         fs::remove_dir_all(&dir).unwrap();
+        let changes = "changed: `src/lib.rs`, `Cargo.toml`; removed: `src/store.rs`";
+        assert!(copy.contains(&format!("copies `a` and changes ({changes})")), "{copy}");
+        assert!(copy.contains("+pub fn two() {}") && !copy.contains("ANCHOR"), "{copy}");
+        let adds = "depends on `a` and adds (new: `src/probes.rs`; changed: `src/lib.rs`, `Cargo.toml`; \
+                    used from `a`'s library as they are: `src/store.rs`)";
+        assert!(reuse.contains(adds), "{reuse}");
         assert!(
-            page.contains("changed: `src/lib.rs`; unchanged: `Cargo.toml`"),
-            "{page}"
+            reuse.contains("```rust\npub fn ready() {}\n```"),
+            "a new file is shown whole: {reuse}"
         );
-        assert!(page.contains("+fn two() {}"), "{page}");
-        assert!(!page.contains("ANCHOR"), "{page}");
+        for page in [&copy, &reuse] {
+            let at = |needle: &str| page.find(needle).unwrap();
+            assert!(at("src/lib.rs</code>") < at("Cargo.toml</code>"), "{page}");
+        }
+        assert!(
+            reuse.find("probes.rs</code>").unwrap() < reuse.find("lib.rs</code>").unwrap(),
+            "{reuse}"
+        );
     }
 }

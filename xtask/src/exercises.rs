@@ -1,38 +1,21 @@
-//! `cargo xtask exercises`: proves both halves of every exercise.
-//!
-//! An exercise is an `#[ignore = "exercise: …"]` test in `steps/<step>/tests/exercises.rs`, so a
-//! plain `cargo test` skips it, plus its reference solution `steps/<step>/exercises/<name>.patch`
-//! (a unified diff against the step, to apply from the repository root with `git apply` or
-//! `patch -p1`). For each one this command checks, in order:
-//!
-//! 1. **unsolved, it fails for the right reason**: the step's exercise tests compile, and the
-//!    exercise's test runs and fails (a failure to compile is reported as such, not counted);
-//! 2. **solved, it passes**: in a copy of the workspace (without `target/`) with the patch
-//!    applied, the exercise's test passes, and so does the step's whole normal test suite (a
-//!    solution must not break what the step already does).
-//!
-//! The copy lives in `<target>/xtask-exercises/workspace` and builds into its own
-//! `<target>/xtask-exercises/target`, kept between runs so only the patched step is rebuilt.
-//! It must not share the real target directory: cargo hashes path packages relative to their
-//! workspace root, so the copy's artifacts would carry the same names as the real ones, and
-//! the older real sources would then look up to date against the patched build.
+//! `cargo xtask exercises [NAME…]`: an exercise is an `#[ignore = "exercise: …"]` test in
+//! `steps/<step>/tests/exercises.rs` plus its solution `steps/<step>/exercises/<name>.patch`.
+//! Unsolved, its test must run and fail; in a copy of the workspace with the patch applied, it
+//! must pass, and so must the step's own tests. The copy builds into a target dir of its own
+//! (`<target>/xtask-exercises/`, kept between runs): cargo hashes path packages relative to the
+//! workspace root, so a shared one would make the real sources look up to date.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::Problems;
 use crate::diffs::short_name;
-use crate::fsutil::{copy_tree, file_name, files_with_suffix, relative, step_dirs};
+use crate::{Problems, relative, step_dirs};
 
-/// One exercise: the test that checks it and the patch that solves it.
-#[derive(Debug, Clone)]
+/// One exercise: the step's package (`step-NN`), the test that checks it, the patch that solves it.
+#[derive(Debug)]
 pub struct Exercise {
-    /// The step directory, e.g. `steps/step-01-hello`.
-    pub step_dir: PathBuf,
-    /// The step's package, e.g. `step-01`.
     pub package: String,
-    /// The test function's name.
     pub name: String,
     pub patch: PathBuf,
 }
@@ -41,76 +24,40 @@ pub struct Exercise {
 pub fn exercise_tests(source: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut marked = false;
-    for line in source.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("#[ignore = \"exercise") {
+    for line in source.lines().map(str::trim) {
+        if line.starts_with("#[ignore = \"exercise") {
             marked = true;
-        } else if marked {
-            let after_fn = trimmed
-                .strip_prefix("async fn ")
-                .or_else(|| trimmed.strip_prefix("fn "))
-                .or_else(|| trimmed.strip_prefix("pub async fn "))
-                .or_else(|| trimmed.strip_prefix("pub fn "));
-            if let Some(rest) = after_fn {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                names.push(name);
-                marked = false;
-            }
+        } else if let Some((_, rest)) = line.split_once("fn ").filter(|_| marked) {
+            names.push(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect());
+            marked = false;
         }
     }
     names
 }
 
-fn package_name(step_dir: &Path) -> String {
-    let manifest = fs::read_to_string(step_dir.join("Cargo.toml")).unwrap_or_default();
-    manifest
-        .lines()
-        .find_map(|line| {
-            let value = line.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
-            Some(value.trim().trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| short_name(step_dir))
-}
-
-/// Every exercise in the workspace, and every mismatch between tests and patches.
+/// Every exercise in the workspace, and every test without a patch or patch without a test.
 pub fn discover(root: &Path) -> (Vec<Exercise>, Problems) {
-    let mut exercises = Vec::new();
-    let mut problems = Vec::new();
+    let (mut exercises, mut problems) = (Vec::new(), Vec::new());
     for step_dir in step_dirs(root) {
         let tests = step_dir.join("tests/exercises.rs");
-        let names = fs::read_to_string(&tests)
-            .map(|s| exercise_tests(&s))
-            .unwrap_or_default();
-        let patches = files_with_suffix(&step_dir.join("exercises"), ".patch");
-        for patch in &patches {
-            let stem = file_name(patch).trim_end_matches(".patch").to_owned();
+        let names = exercise_tests(&fs::read_to_string(&tests).unwrap_or_default());
+        for patch in crate::files_with_suffix(&step_dir.join("exercises"), ".patch") {
+            let stem = patch.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             if !names.contains(&stem) {
+                let (patch, tests) = (relative(&patch, root), relative(&tests, root));
                 problems.push(format!(
-                    "{}: no `#[ignore = \"exercise…\"]` test named `{stem}` in {}",
-                    relative(patch, root),
-                    relative(&tests, root)
+                    "{patch}: no `#[ignore = \"exercise…\"]` test `{stem}` in {tests}"
                 ));
             }
         }
         for name in names {
             let patch = step_dir.join("exercises").join(format!("{name}.patch"));
             if !patch.is_file() {
-                problems.push(format!(
-                    "{}: exercise `{name}` has no solution {}",
-                    relative(&tests, root),
-                    relative(&patch, root)
-                ));
+                problems
+                    .push(format!("{}: exercise `{name}` has no solution", relative(&tests, root)));
                 continue;
             }
-            exercises.push(Exercise {
-                package: package_name(&step_dir),
-                step_dir: step_dir.clone(),
-                name,
-                patch,
-            });
+            exercises.push(Exercise { package: short_name(&step_dir), name, patch });
         }
     }
     (exercises, problems)
@@ -118,44 +65,26 @@ pub fn discover(root: &Path) -> (Vec<Exercise>, Problems) {
 
 /// The command a learner runs (and the book prints).
 pub fn check_command(exercise: &Exercise) -> String {
-    format!(
-        "cargo test -p {} --test exercises -- --ignored {}",
-        exercise.package, exercise.name
-    )
+    format!("cargo test -p {} --test exercises -- --ignored {}", exercise.package, exercise.name)
 }
 
-/// Static checks (no build): each exercise page shows the check command and the solution.
+/// Static checks (no build): each exercise's page shows its check command and its solution.
 pub fn check_pages(root: &Path) -> Problems {
     let (exercises, mut problems) = discover(root);
     for exercise in &exercises {
-        let page = root
-            .join("book/src/exercises")
-            .join(format!("{}.md", short_name(&exercise.step_dir)));
-        let rel_page = relative(&page, root);
-        let Ok(text) = fs::read_to_string(&page) else {
-            problems.push(format!(
-                "{rel_page}: missing, but {} has exercises",
-                relative(&exercise.step_dir, root)
-            ));
-            continue;
-        };
-        if !text.contains(&check_command(exercise)) {
-            problems.push(format!(
-                "{rel_page}: does not show the check `{}`",
-                check_command(exercise)
-            ));
-        }
-        let patch_path = relative(&exercise.patch, root);
-        if !text.contains(&format!("{{{{#include ../../../{patch_path}}}}}")) {
-            problems.push(format!(
-                "{rel_page}: does not reveal the solution `{{{{#include ../../../{patch_path}}}}}`"
-            ));
+        let page = format!("book/src/exercises/{}.md", exercise.package);
+        let text = fs::read_to_string(root.join(&page)).unwrap_or_default();
+        let solution = format!("{{{{#include ../../../{}}}}}", relative(&exercise.patch, root));
+        for wanted in [check_command(exercise), solution] {
+            if !text.contains(&wanted) {
+                problems.push(format!("{page}: does not show `{wanted}`"));
+            }
         }
     }
     problems
 }
 
-pub fn run(root: &Path, filter: &[String]) -> Result<(), Problems> {
+pub fn run(root: &Path, filter: &[String]) -> Problems {
     let (exercises, mut problems) = discover(root);
     let selected: Vec<&Exercise> = exercises
         .iter()
@@ -163,177 +92,105 @@ pub fn run(root: &Path, filter: &[String]) -> Result<(), Problems> {
         .collect();
     if selected.is_empty() {
         problems.push("no exercise found (or none matches the names given)".to_owned());
-        return Err(problems);
     }
-    let target_dir = target_dir(root);
-    let copy = target_dir.join("xtask-exercises/workspace");
-    let copy_target = target_dir.join("xtask-exercises/target");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let copy = target.join("xtask-exercises");
     for exercise in selected {
         let label = format!("{}/{}", exercise.package, exercise.name);
-        match check_unsolved(root, exercise)
-            .and_then(|()| check_solved(root, &copy, &copy_target, exercise))
+        match unsolved_fails(root, &target, exercise)
+            .and_then(|()| solved_passes(root, &copy, exercise))
         {
             Ok(()) => eprintln!("exercise {label}: unsolved it fails, solved it passes"),
-            Err(problem) => {
-                eprintln!("exercise {label}: FAILED");
-                problems.push(format!("{label}: {problem}"));
-            }
+            Err(problem) => problems.push(format!("{label}: {problem}")),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
+    problems
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir), // join keeps an absolute path as it is
-        None => root.join("target"),
-    }
-}
-
-fn cargo(dir: &Path, target_dir: &Path, args: &[&str]) -> Result<Output, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Command::new(cargo)
+fn cargo(dir: &Path, target: &Path, args: &[&str]) -> Result<Output, String> {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(args)
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TARGET_DIR", target)
         .env("CARGO_TERM_COLOR", "never")
-        // A failing snapshot must never write files into the workspace.
+        // A failing snapshot must never write files, and in the copy must compare against the
+        // copy's snapshots, not the real workspace's.
         .env("INSTA_UPDATE", "no")
-        // insta finds snapshots from the workspace root; say which one, or a test run in the
-        // copy can end up comparing against the real workspace's snapshots.
         .env("INSTA_WORKSPACE_ROOT", dir)
         .env("RUST_BACKTRACE", "0")
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))
 }
 
-/// The last lines of a command's output, for a failure message.
+/// Why a command failed: 25 lines from its first panic, or its last 25.
 fn tail(output: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if std::env::var_os("XTASK_VERBOSE").is_some() {
-        return format!("\n{text}");
-    }
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = text.lines().collect();
-    // The first panic says why a test failed; otherwise the end says why cargo stopped.
-    let (start, end) = match lines.iter().position(|l| l.contains("panicked at")) {
-        Some(panic) => (panic, (panic + 20).min(lines.len())),
-        None => (lines.len().saturating_sub(25), lines.len()),
-    };
-    format!("\n    | {}", lines[start..end].join("\n    | "))
+    let panic = lines.iter().position(|l| l.contains("panicked at"));
+    let start = panic.unwrap_or(lines.len().saturating_sub(25));
+    format!("\n    | {}", lines[start..(start + 25).min(lines.len())].join("\n    | "))
 }
 
-fn test_args(exercise: &Exercise) -> Vec<&str> {
-    vec![
-        "test",
-        "-p",
-        &exercise.package,
-        "--test",
-        "exercises",
-        "--",
-        "--ignored",
-        "--exact",
-        &exercise.name,
-    ]
+fn test_args(exercise: &Exercise) -> [&str; 9] {
+    let (package, name) = (exercise.package.as_str(), exercise.name.as_str());
+    ["test", "-p", package, "--test", "exercises", "--", "--ignored", "--exact", name]
 }
 
-fn check_unsolved(root: &Path, exercise: &Exercise) -> Result<(), String> {
-    let target = target_dir(root);
-    let build = cargo(
-        root,
-        &target,
-        &[
-            "test",
-            "-p",
-            &exercise.package,
-            "--test",
-            "exercises",
-            "--no-run",
-        ],
-    )?;
-    if !build.status.success() {
-        return Err(format!(
-            "the unsolved exercise tests do not compile{}",
-            tail(&build)
-        ));
+fn unsolved_fails(root: &Path, target: &Path, exercise: &Exercise) -> Result<(), String> {
+    let run = cargo(root, target, &test_args(exercise))?;
+    let failed = format!("test {} ... FAILED", exercise.name);
+    match String::from_utf8_lossy(&run.stdout).contains(&failed) {
+        _ if run.status.success() => {
+            Err(format!("passes unsolved: the check proves nothing{}", tail(&run)))
+        }
+        false => Err(format!("unsolved, it did not compile, run and fail{}", tail(&run))),
+        true => Ok(()),
     }
-    let run = cargo(root, &target, &test_args(exercise))?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if run.status.success() {
-        return Err(format!(
-            "passes before it is solved: the check proves nothing{}",
-            tail(&run)
-        ));
-    }
-    if !stdout.contains(&format!("test {} ... FAILED", exercise.name)) {
-        return Err(format!(
-            "unsolved, it did not run and fail as a test{}",
-            tail(&run)
-        ));
-    }
-    Ok(())
 }
 
-fn check_solved(
-    root: &Path,
-    copy: &Path,
-    target: &Path,
-    exercise: &Exercise,
-) -> Result<(), String> {
-    if copy.exists() {
-        fs::remove_dir_all(copy).map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
-    }
-    copy_tree(
-        root,
-        copy,
-        &["target", ".git", "node_modules"],
-        &["book/book", "book/browser-test/out"],
-    )
-    .map_err(|e| format!("cannot copy the workspace: {e}"))?;
+fn solved_passes(root: &Path, dir: &Path, exercise: &Exercise) -> Result<(), String> {
+    let copy = dir.join("workspace");
+    let _ = fs::remove_dir_all(&copy);
+    fs::create_dir_all(&copy).map_err(|e| format!("cannot create {}: {e}", copy.display()))?;
+    // The working tree as it is (uncommitted edits too), without build output or the built book.
+    let script = "tar -C \"$1\" --exclude=./target --exclude=./.git --exclude=node_modules --exclude=./book/book \
+                  --exclude=./book/browser-test/out -cf - . | tar -C \"$2\" -xf - && patch -d \"$2\" -p1 --forward --batch --input \"$3\"";
     let patch = fs::canonicalize(&exercise.patch)
         .map_err(|e| format!("{}: {e}", exercise.patch.display()))?;
-    let apply = Command::new("patch")
-        .args(["-p1", "--forward", "--batch", "--input"])
+    let apply = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(root)
+        .arg(&copy)
         .arg(&patch)
-        .current_dir(copy)
         .output()
-        .map_err(|e| format!("cannot run patch: {e}"))?;
+        .map_err(|e| format!("cannot run sh: {e}"))?;
     if !apply.status.success() {
+        let patch = relative(&exercise.patch, root);
         return Err(format!(
-            "the solution no longer applies to the step: refresh {}{}",
-            relative(&exercise.patch, root),
+            "the solution no longer applies to the step: refresh {patch}{}",
             tail(&apply)
         ));
     }
-    let run = cargo(copy, target, &test_args(exercise))?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if !run.status.success() || !stdout.contains("test result: ok. 1 passed") {
+    let target = dir.join("target");
+    let run = cargo(&copy, &target, &test_args(exercise))?;
+    if !run.status.success()
+        || !String::from_utf8_lossy(&run.stdout).contains("test result: ok. 1 passed")
+    {
         return Err(format!("solved, its test does not pass{}", tail(&run)));
     }
-    let suite = cargo(copy, target, &["test", "-p", &exercise.package])?;
+    let suite = cargo(&copy, &target, &["test", "-p", &exercise.package])?;
     if !suite.status.success() {
-        return Err(format!(
-            "the solution breaks the step's own tests{}",
-            tail(&suite)
-        ));
+        return Err(format!("the solution breaks the step's own tests{}", tail(&suite)));
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn finds_only_tests_marked_as_exercises() {
         let source = "#[tokio::test]\n#[ignore = \"exercise: see the book\"]\nasync fn healthz_answers_ok() {}\n\n#[test]\n#[ignore = \"slow\"]\nfn slow() {}\n#[test]\nfn plain() {}\n";
-        assert_eq!(exercise_tests(source), ["healthz_answers_ok"]);
+        assert_eq!(super::exercise_tests(source), ["healthz_answers_ok"]);
     }
 }

@@ -1,7 +1,7 @@
 //! Step 01's behaviour: any request gets the greeting; `PORT` is honoured; a bad `PORT` is one
 //! clear line and exit code 2.
 
-use testkit::{Binary, Method, get, request, run_to_exit, spawn_in_process};
+use testkit::{Method, get, request, spawn_in_process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step-01");
 
@@ -37,21 +37,15 @@ async fn every_path_and_method_gets_the_same_answer() {
 
 #[tokio::test]
 async fn the_binary_listens_on_port_from_the_environment() {
-    let port = testkit::free_port();
-
-    let server = Binary::start(BIN, &[("PORT", &port.to_string())]).await;
-
-    assert_eq!(server.addr.port(), port);
-    assert_eq!(get(server.addr, "/").await.body, step_01::GREETING);
+    testkit::assert_honours_port(BIN, "/").await;
 }
 
 #[tokio::test]
 async fn a_bad_port_is_one_line_and_exit_code_2() {
-    let (status, output) = run_to_exit(BIN, &[("PORT", "abc")]).await;
+    let line = testkit::assert_config_refused(BIN, &[("PORT", "abc")]).await;
 
-    assert_eq!(status.code(), Some(2));
     assert_eq!(
-        output,
-        ["step-01: PORT must be a number from 0 to 65535, got \"abc\""]
+        line,
+        "step-01: PORT must be a number from 0 to 65535, got \"abc\""
     );
 }

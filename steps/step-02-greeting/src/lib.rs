@@ -75,6 +75,19 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 // ANCHOR_END: config
 
+/// `duration` the way a person writes it and [`parse_duration`] reads it back, for logs:
+/// `8s`, `250ms`, `1.5s` (`{:?}` would write zero as `0ns` and 100 µs as `100µs`).
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.subsec_nanos();
+    if nanos == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.as_secs() == 0 && nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
 /// Simulated work per request unless `?work_ms=` says otherwise.
 pub const DEFAULT_WORK: Duration = Duration::from_millis(50);
 /// The most work a client may ask for: a bounded knob, not a way to tie up the server.

@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use step_02::{Config, Stats, app};
+use step_02::{Config, Stats, app, format_duration};
 use tokio::net::TcpListener;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -47,10 +47,13 @@ async fn main() -> ExitCode {
         }
     };
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(target = %config.target, timeout = ?config.request_timeout, "listening on {addr}");
+        let request_timeout = format_duration(config.request_timeout);
+        tracing::info!(target = %config.target, %request_timeout, "listening on {addr}");
     }
-    // axum::serve runs the accept loop of step 01 for us, one task per connection.
-    // It only returns if accepting fails for good.
+    // axum::serve runs the accept loop of step 01 for us, one task per connection, and in
+    // axum 0.8 it never returns: a failed accept (out of file descriptors, say) is retried
+    // after a one-second pause, like step 01's loop. Its type still says `io::Result`, so we
+    // handle the error rather than assume; step 03 gives it a way to return: shutdown.
     if let Err(error) = axum::serve(listener, app(&config, Arc::new(Stats::default()))).await {
         eprintln!("step-02: server error: {error}");
         return ExitCode::FAILURE;

@@ -17,7 +17,7 @@ use testkit::{get, spawn_in_process};
 
 /// The app with its default configuration (greets "World"), served in-process.
 async fn serve_defaults() -> SocketAddr {
-    let config = Config::from_lookup(|_| None).expect("the defaults are valid");
+    let config = Config::from_lookup(testkit::env_from(&[])).expect("the defaults are valid");
     let router = app(&config, Arc::new(Stats::default()));
     spawn_in_process(|listener| async move { axum::serve(listener, router).await }).await
 }

@@ -2,8 +2,9 @@
 //!
 //! The greeting service of step 02, now able to stop well. On SIGTERM or SIGINT it stops
 //! accepting, closes idle keep-alive connections, lets in-flight requests finish, stops its
-//! background flush task, and exits 0 — unless draining outlives `SHUTDOWN_TIMEOUT`, in which
-//! case it logs how many requests it cut off and exits 1.
+//! background flush task (which makes a final flush), and exits 0 — unless draining outlives
+//! `SHUTDOWN_TIMEOUT`, in which case it logs how many requests it cut off, still makes the
+//! final flush, and exits 1.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -17,8 +18,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::Listener;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::timeout::TimeoutLayer;
@@ -92,6 +93,19 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     (seconds > 0.0 && seconds <= 3600.0).then(|| Duration::from_secs_f64(seconds))
 }
 // ANCHOR_END: config
+
+/// `duration` the way a person writes it and [`parse_duration`] reads it back, for logs:
+/// `8s`, `250ms`, `1.5s` (`{:?}` would write zero as `0ns` and 100 µs as `100µs`).
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.subsec_nanos();
+    if nanos == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.as_secs() == 0 && nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
 
 /// Simulated work per request unless `?work_ms=` says otherwise.
 pub const DEFAULT_WORK: Duration = Duration::from_millis(50);
@@ -253,7 +267,7 @@ async fn flush_periodically(stats: Arc<Stats>, stop: CancellationToken) {
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
     loop {
-        // Sleep until the next tick *or* until shutdown begins, whichever comes first.
+        // Sleep until the next tick *or* until told to stop, whichever comes first.
         tokio::select! {
             _ = ticker.tick() => flush(&stats, "periodic"),
             _ = stop.cancelled() => break,
@@ -270,24 +284,43 @@ fn flush(stats: &Stats, kind: &str) {
 }
 // ANCHOR_END: flush
 
-/// Draining took longer than `SHUTDOWN_TIMEOUT`.
+/// Why `run` ended in something other than a clean drain.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DrainTimedOut {
-    /// Requests still in flight when the deadline passed.
-    pub cut_off: u64,
+pub enum ShutdownError {
+    /// Draining took longer than `SHUTDOWN_TIMEOUT`; `cut_off` requests were still in flight.
+    DrainTimedOut { cut_off: u64 },
+    /// The server stopped on its own, before any signal, or failed while draining.
+    ServerFailed(String),
+}
+
+/// Logs and returns what the server task's result says, when it is not "stopped as asked".
+fn server_failed(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> ShutdownError {
+    let why = match ended {
+        Ok(Ok(())) => "it stopped before it was asked to".to_owned(),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    tracing::error!(why, "server stopped unexpectedly");
+    ShutdownError::ServerFailed(why)
 }
 
 // ANCHOR: run
 /// Serves until `signal` resolves, then drains: decide when, tell everyone, wait for them.
-pub async fn run(
-    listener: TcpListener,
+///
+/// Any listener axum can serve will do: `main` passes a `TcpListener`, a test one that fails.
+pub async fn run<L>(
+    listener: L,
     config: Config,
     signal: impl Future<Output = &'static str> + Send + 'static,
-) -> Result<(), DrainTimedOut> {
+) -> Result<(), ShutdownError>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let stats = Arc::new(Stats::default());
     // Two tokens, because the order matters: first the server stops taking work, and only
-    // once every request has finished does the background task make its final flush, so
-    // that flush counts every request.
+    // once every request has finished (or the deadline has passed) does the background task
+    // make its final flush, so that flush counts every request that finished.
     let stop_serving = CancellationToken::new();
     let stop_background = CancellationToken::new();
     // The tracker knows every background task, so we can wait for all of them.
@@ -302,36 +335,50 @@ pub async fn run(
     // The server runs on its own task so this one is free to wait for the signal.
     let mut server = tokio::spawn(server.into_future());
 
-    // Phase 1, decide when: the first signal (or the server failing on its own).
-    tokio::select! {
-        name = signal => tracing::info!(signal = name, "shutdown signal received; draining"),
-        _ = &mut server => tracing::error!("server stopped unexpectedly"),
-    }
-
-    // Phases 2 and 3, tell everyone and wait for them, but never past the deadline.
-    let drain = async {
-        stop_serving.cancel();
-        // Resolves when every connection is closed: every in-flight request has finished.
-        let _ = server.await;
-        tracing::info!("all connections closed");
-        stop_background.cancel();
-        background.close();
-        // Resolves when the background task has made its final flush and returned.
-        background.wait().await;
+    // Phase 1, decide when: the first signal, or the server ending on its own (axum's serve
+    // loop only ends when told to, so that would be a panic). `&mut server` lends the handle
+    // to `select!`, so it is still ours if the signal wins; if the server wins, its result is
+    // kept here, because a `JoinHandle` that has given its result must not be awaited again.
+    let ended_early = tokio::select! {
+        name = signal => {
+            tracing::info!(signal = name, "shutdown signal received; draining");
+            None
+        }
+        ended = &mut server => Some(ended),
     };
-    match tokio::time::timeout(config.shutdown_timeout, drain).await {
-        Ok(()) => {
-            tracing::info!("drained; exiting");
-            Ok(())
-        }
-        Err(_) => {
-            let cut_off = stats.in_flight.load(Ordering::Relaxed);
-            tracing::error!(
-                cut_off,
-                "drain deadline passed; exiting with requests still in flight"
-            );
-            Err(DrainTimedOut { cut_off })
-        }
+
+    // Phases 2 and 3 for the server: tell it, then wait for it, but never past the deadline.
+    stop_serving.cancel();
+    let outcome = match ended_early {
+        Some(ended) => Err(server_failed(ended)),
+        // Resolves when every connection is closed: every in-flight request has finished.
+        None => match tokio::time::timeout(config.shutdown_timeout, server).await {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("all connections closed");
+                Ok(())
+            }
+            Ok(ended) => Err(server_failed(ended)),
+            Err(_deadline) => {
+                let cut_off = stats.in_flight.load(Ordering::Relaxed);
+                tracing::error!(
+                    cut_off,
+                    "drain deadline passed; exiting with requests still in flight"
+                );
+                Err(ShutdownError::DrainTimedOut { cut_off })
+            }
+        },
+    };
+
+    // Phases 2 and 3 for the background task, whatever happened above: its counts matter most
+    // when requests were cut off. It only has to make one last flush, so it needs no deadline
+    // of its own (a flush sent over the network would carry its own timeout).
+    stop_background.cancel();
+    background.close();
+    // Resolves when the background task has made its final flush and returned.
+    background.wait().await;
+    if outcome.is_ok() {
+        tracing::info!("drained; exiting");
     }
+    outcome
 }
 // ANCHOR_END: run

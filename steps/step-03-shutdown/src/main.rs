@@ -9,7 +9,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use step_03::{Config, run, shutdown_signal};
+use step_03::{Config, format_duration, run, shutdown_signal};
 use tokio::net::TcpListener;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -51,7 +51,8 @@ async fn main() -> ExitCode {
         }
     };
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(shutdown_timeout = ?config.shutdown_timeout, "listening on {addr}");
+        let shutdown_timeout = format_duration(config.shutdown_timeout);
+        tracing::info!(%shutdown_timeout, "listening on {addr}");
     }
     // Serve until a signal, then drain. Returning from `main` ends the runtime, which drops
     // whatever is still running: after a missed deadline, that is exactly what we want.

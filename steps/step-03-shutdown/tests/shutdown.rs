@@ -1,8 +1,10 @@
 //! Step 03's behaviour, on the real binary: what happens between SIGTERM and exit.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use testkit::{Binary, PATIENCE, StatusCode, get, run_to_exit};
+use step_03::{Config, ShutdownError, format_duration, parse_duration};
+use testkit::{Binary, PATIENCE, StatusCode, env_from, get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,6 +112,29 @@ async fn a_request_longer_than_the_drain_deadline_is_cut_off_at_the_deadline() {
 }
 
 #[tokio::test]
+async fn the_final_flush_happens_even_when_the_drain_deadline_passes() {
+    let mut server = Binary::start(BIN, &[("SHUTDOWN_TIMEOUT", "1s")]).await;
+    let _cut_off = start_request(&server, "/?work_ms=5000");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.signal("TERM");
+    let status = server.wait_exit(PATIENCE).await.expect("exits");
+
+    let log = server.output();
+    assert_eq!(status.code(), Some(1), "{log:#?}");
+    let deadline = log
+        .iter()
+        .position(|l| l.contains("drain deadline passed"))
+        .unwrap_or_else(|| panic!("no missed deadline in {log:#?}"));
+    assert!(
+        log[deadline..]
+            .iter()
+            .any(|l| l.contains("flushed stats") && l.contains("kind=\"final\"")),
+        "the final flush was lost with the cut-off request: {log:#?}"
+    );
+}
+
+#[tokio::test]
 async fn sigint_drains_like_sigterm_and_the_log_tells_each_phase() {
     let mut server = Binary::start(BIN, &[]).await;
     let reply = get(server.addr, "/?work_ms=0").await;
@@ -135,21 +160,66 @@ async fn sigint_drains_like_sigterm_and_the_log_tells_each_phase() {
 
 #[tokio::test]
 async fn the_binary_listens_on_port_from_the_environment() {
-    let port = testkit::free_port();
-
-    let server = Binary::start(BIN, &[("PORT", &port.to_string())]).await;
-
-    assert_eq!(server.addr.port(), port);
-    assert_eq!(get(server.addr, "/?work_ms=0").await.status, StatusCode::OK);
+    testkit::assert_honours_port(BIN, "/?work_ms=0").await;
 }
 
 #[tokio::test]
 async fn a_bad_shutdown_timeout_is_one_line_and_exit_code_2() {
-    let (status, output) = run_to_exit(BIN, &[("SHUTDOWN_TIMEOUT", "soon")]).await;
+    let line = testkit::assert_config_refused(BIN, &[("SHUTDOWN_TIMEOUT", "soon")]).await;
 
-    assert_eq!(status.code(), Some(2));
     assert_eq!(
-        output,
-        ["step-03: SHUTDOWN_TIMEOUT must be a positive duration such as 8s or 500ms, got \"soon\""]
+        line,
+        "step-03: SHUTDOWN_TIMEOUT must be a positive duration such as 8s or 500ms, got \"soon\""
     );
+}
+
+/// A listener whose `accept` panics: the server task ends before any signal arrives.
+struct BrokenListener;
+
+impl axum::serve::Listener for BrokenListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        panic!("the listener broke")
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_stops_on_its_own_is_reported_as_failed() {
+    let config = Config::from_lookup(env_from(&[])).expect("the defaults are valid");
+
+    // No signal ever comes: only the server's own end can finish the first phase.
+    let outcome = tokio::time::timeout(
+        PATIENCE,
+        step_03::run(BrokenListener, config, std::future::pending()),
+    )
+    .await
+    .expect("run returns once the server has stopped");
+
+    match outcome {
+        Err(ShutdownError::ServerFailed(why)) => {
+            assert!(why.contains("panicked"), "{why}");
+        }
+        other => panic!("expected a server failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn durations_are_logged_the_way_they_are_configured() {
+    for (duration, text) in [
+        (Duration::from_secs(8), "8s"),
+        (Duration::from_millis(250), "250ms"),
+        (Duration::from_millis(1500), "1.5s"),
+        (Duration::ZERO, "0s"),
+    ] {
+        assert_eq!(format_duration(duration), text);
+        if !duration.is_zero() {
+            assert_eq!(parse_duration(text), Some(duration), "{text} reads back");
+        }
+    }
 }

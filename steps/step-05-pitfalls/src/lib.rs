@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Json;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use axum::serve::Listener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -131,6 +131,19 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 // ANCHOR_END: config
 
+/// `duration` the way a person writes it and [`parse_duration`] reads it back, for logs:
+/// `8s`, `250ms`, `1.5s` (`{:?}` would write zero as `0ns` and 100 µs as `100µs`).
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.subsec_nanos();
+    if nanos == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.as_secs() == 0 && nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
 /// A handler's error: a status and a one-line, plain-text explanation.
 pub type Problem = (StatusCode, String);
 
@@ -170,8 +183,11 @@ pub struct Stats {
     pub cancel_fixed: WorkCounters,
     /// TCP connections opened by the throw-away clients of `/pitfalls/reuse/broken`.
     pub upstream_per_request_clients: AtomicU64,
-    /// TCP connections opened by the one shared client (reuse/fixed and both timeout routes).
+    /// TCP connections opened by the one shared client of `/pitfalls/reuse/fixed`.
     pub upstream_shared_client: AtomicU64,
+    /// TCP connections opened by the client of the two timeout routes, counted apart so that
+    /// calls to an upstream that never answers do not show in the reuse routes' count.
+    pub upstream_timeout_client: AtomicU64,
     /// The longest time the runtime was too busy to run a 10 ms ticker, in milliseconds.
     pub longest_stall_ms: AtomicU64,
 }
@@ -205,8 +221,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Background tasks that shutdown waits for.
     pub tasks: TaskTracker,
-    /// The one HTTP client the fixed routes share: one pool of keep-alive connections.
+    /// The one HTTP client every request to `/pitfalls/reuse/fixed` shares: one pool of
+    /// keep-alive connections.
     pub client: upstream::HttpClient,
+    /// The client both timeout routes share, with a connection count of its own.
+    pub timeout_client: upstream::HttpClient,
     /// `<UPSTREAM_URL>/hello`, which answers.
     pub upstream_hello: Uri,
     /// `<UPSTREAM_URL>/hang`, which (on the built-in upstream) never answers.
@@ -231,6 +250,7 @@ impl AppState {
         let stats = Arc::new(Stats::default());
         Ok(AppState {
             client: upstream::client(stats.clone(), |s| &s.upstream_shared_client),
+            timeout_client: upstream::client(stats.clone(), |s| &s.upstream_timeout_client),
             stats,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -301,6 +321,7 @@ async fn debug_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         "upstream_connections_opened": {
             "per_request_clients": load(&s.upstream_per_request_clients),
             "shared_client": load(&s.upstream_shared_client),
+            "timeout_client": load(&s.upstream_timeout_client),
         },
     }))
 }
@@ -342,18 +363,39 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> +
     })
 }
 
-/// Draining took longer than `SHUTDOWN_TIMEOUT`.
+/// Why `run` ended in something other than a clean drain.
 #[derive(Debug, PartialEq, Eq)]
-pub struct DrainTimedOut;
+pub enum ShutdownError {
+    /// Draining took longer than `SHUTDOWN_TIMEOUT`.
+    DrainTimedOut,
+    /// The server stopped on its own, before any signal, or failed while draining.
+    ServerFailed(String),
+}
+
+/// Logs and returns what the server task's result says, when it is not "stopped as asked".
+fn server_failed(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> ShutdownError {
+    let why = match ended {
+        Ok(Ok(())) => "it stopped before it was asked to".to_owned(),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    tracing::error!(why, "server stopped unexpectedly");
+    ShutdownError::ServerFailed(why)
+}
 
 // ANCHOR: run
-/// Serves until `signal` resolves, then drains within `SHUTDOWN_TIMEOUT` (as in step 03).
-pub async fn run(
-    listener: TcpListener,
+/// Serves until `signal` resolves, then drains within `SHUTDOWN_TIMEOUT`, in the same shape as
+/// step 03 (any listener axum can serve: `main` passes a `TcpListener`, a test one that fails).
+pub async fn run<L>(
+    listener: L,
     state: AppState,
     shutdown_timeout: Duration,
     signal: impl Future<Output = &'static str> + Send + 'static,
-) -> Result<(), DrainTimedOut> {
+) -> Result<(), ShutdownError>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
     tasks.spawn(stall_probe(state.stats.clone(), shutdown.clone()));
@@ -362,28 +404,38 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     // The server runs on its own task so this one is free to wait for the signal.
     let mut server = tokio::spawn(server.into_future());
-    tokio::select! {
-        name = signal => tracing::info!(signal = name, "shutdown signal received; draining"),
-        _ = &mut server => tracing::error!("server stopped unexpectedly"),
-    }
-    // Tell everyone (the fixed heartbeats are children of this token), then wait for them.
-    // The broken heartbeats hear nothing: they are not on the tracker, so they are simply
-    // dropped with the runtime when `main` returns.
-    shutdown.cancel();
-    tasks.close();
-    let drained = async {
-        let _ = server.await;
-        tasks.wait().await;
+    // `&mut server` keeps the handle ours if the signal wins; if the server wins (it can only
+    // have panicked), its result is kept, because a spent `JoinHandle` must not be awaited.
+    let ended_early = tokio::select! {
+        name = signal => {
+            tracing::info!(signal = name, "shutdown signal received; draining");
+            None
+        }
+        ended = &mut server => Some(ended),
     };
-    match tokio::time::timeout(shutdown_timeout, drained).await {
-        Ok(()) => {
-            tracing::info!("drained; exiting");
-            Ok(())
-        }
-        Err(_) => {
-            tracing::error!(deadline = ?shutdown_timeout, "drain deadline passed; exiting anyway");
-            Err(DrainTimedOut)
-        }
+    // Tell everyone: the server, and the fixed heartbeats (children of this token). The broken
+    // heartbeats hear nothing: they are not on the tracker, so they are simply dropped with the
+    // runtime when `main` returns.
+    shutdown.cancel();
+    // Wait for the requests in flight, but never past the deadline.
+    let outcome = match ended_early {
+        Some(ended) => Err(server_failed(ended)),
+        None => match tokio::time::timeout(shutdown_timeout, server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(ended) => Err(server_failed(ended)),
+            Err(_deadline) => {
+                let deadline = format_duration(shutdown_timeout);
+                tracing::error!(%deadline, "drain deadline passed; exiting anyway");
+                Err(ShutdownError::DrainTimedOut)
+            }
+        },
+    };
+    // Then the tracked tasks, whatever happened above: told to stop, they end at once.
+    tasks.close();
+    tasks.wait().await;
+    if outcome.is_ok() {
+        tracing::info!("drained; exiting");
     }
+    outcome
 }
 // ANCHOR_END: run

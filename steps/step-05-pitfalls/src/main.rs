@@ -71,11 +71,16 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match listener.local_addr().map_err(|e| e.to_string()).and_then(|addr| {
-        let state = AppState::new(&config, addr)?;
-        tracing::info!(upstream = %state.upstream_hello, workers = ?config.workers, "listening on {addr}");
-        Ok(state)
-    }) {
+    let state = match listener
+        .local_addr()
+        .map_err(|e| e.to_string())
+        .and_then(|addr| {
+            let state = AppState::new(&config, addr)?;
+            // The number of workers the runtime really has: `WORKER_THREADS`, or one per CPU.
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            tracing::info!(upstream = %state.upstream_hello, workers, "listening on {addr}");
+            Ok(state)
+        }) {
         Ok(state) => state,
         Err(message) => {
             eprintln!("step-05: {message}");

@@ -11,14 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::Request;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use testkit::{Binary, PATIENCE, get, run_to_exit};
+use step_05::{AppState, Config, ShutdownError};
+use testkit::{Binary, PATIENCE, Reply, env_from, eventually, get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_step-05");
 
@@ -38,20 +42,6 @@ fn number(value: &Value) -> u64 {
     value
         .as_u64()
         .unwrap_or_else(|| panic!("not a number: {value}"))
-}
-
-/// Polls `/debug/stats` until `check` holds, for at most [`PATIENCE`]; returns the stats that
-/// passed, or `None`.
-async fn stats_until(addr: SocketAddr, check: impl Fn(&Value) -> bool) -> Option<Value> {
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        let s = stats(addr).await;
-        if check(&s) {
-            return Some(s);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// Sends a request on a raw connection and returns the connection without reading the reply;
@@ -145,18 +135,15 @@ async fn leaked_heartbeats_pile_up_while_fixed_ones_end_with_their_request() {
     }
     // Fixed: its heartbeats stop, and tokio's count comes back to where it was (plus the
     // broken route's leaks). Connection tasks end a moment after each reply, hence the polling.
-    let settled = stats_until(server.addr, |s| {
-        number(&s["leak"]["fixed_heartbeats_running"]) == 0
-            && number(&s["alive_tasks"]) <= baseline + N
-    })
+    let settled = eventually(
+        "the FIXED route's tasks end (or it leaks)",
+        async || stats(server.addr).await,
+        |s| {
+            number(&s["leak"]["fixed_heartbeats_running"]) == 0
+                && number(&s["alive_tasks"]) <= baseline + N
+        },
+    )
     .await;
-    let settled = match settled {
-        Some(settled) => settled,
-        None => panic!(
-            "the FIXED route leaked, its tasks never ended: {}",
-            stats(server.addr).await
-        ),
-    };
 
     // Broken, still: after all that time, not one leaked heartbeat has ended.
     assert_eq!(
@@ -181,11 +168,12 @@ async fn leaked_heartbeats_pile_up_while_fixed_ones_end_with_their_request() {
         fixed,
         "curl -i localhost:8080/pitfalls/leak/fixed"
     );
-    let shown = stats_until(server.addr, |s| {
-        number(&s["leak"]["fixed_heartbeats_running"]) == 0
-    })
-    .await
-    .expect("fixed heartbeats end");
+    let shown = eventually(
+        "the fixed heartbeats end",
+        async || stats(server.addr).await,
+        |s| number(&s["leak"]["fixed_heartbeats_running"]) == 0,
+    )
+    .await;
     testkit::assert_transcript!("step05_leak_stats", jq(&shown, "leak"));
 }
 // ANCHOR_END: test_leak
@@ -203,22 +191,20 @@ async fn abandoned_work_runs_to_the_end_when_broken_and_stops_when_fixed() {
     // The fixed route first, with the shorter work: had it not been cancelled, it would have
     // finished well before the broken one does.
     let client = send_and_hold(server.addr, "/pitfalls/cancel/fixed?ms=500").await;
-    stats_until(server.addr, started("fixed"))
-        .await
-        .expect("fixed work started");
+    let stats_now = async || stats(server.addr).await;
+    eventually("the fixed work starts", stats_now, started("fixed")).await;
     drop(client);
     let client = send_and_hold(server.addr, "/pitfalls/cancel/broken?ms=1000").await;
-    stats_until(server.addr, started("broken"))
-        .await
-        .expect("broken work started");
+    eventually("the broken work starts", stats_now, started("broken")).await;
     drop(client);
 
     // Broken: the work finishes although nobody is waiting for it any more.
-    let after = stats_until(server.addr, |s| {
-        number(&s["cancel"]["broken"]["finished"]) == 1
-    })
+    let after = eventually(
+        &format!("{BROKEN_BEHAVES}: abandoned work never finished"),
+        stats_now,
+        |s| number(&s["cancel"]["broken"]["finished"]) == 1,
+    )
     .await;
-    let after = after.unwrap_or_else(|| panic!("{BROKEN_BEHAVES}: abandoned work never finished"));
     // Fixed: cancelled with the request, never finished.
     let fixed = &after["cancel"]["fixed"];
     assert_eq!(
@@ -445,6 +431,27 @@ async fn a_client_per_request_opens_a_connection_each_time_a_shared_one_reuses_i
 }
 // ANCHOR_END: test_reuse
 
+/// A reader who follows the chapter in order has called the timeout routes before the reuse
+/// ones; the count the reuse route prints must still start from zero, as the book shows.
+#[tokio::test]
+async fn the_reuse_count_is_not_changed_by_the_timeout_routes() {
+    let server = Binary::start(BIN, &[("UPSTREAM_TIMEOUT", "200ms")]).await;
+    let timed_out = get(server.addr, "/pitfalls/timeout/fixed").await;
+    assert_eq!(timed_out.status, 504, "{}", timed_out.body);
+
+    let reply = get(server.addr, "/pitfalls/reuse/fixed").await;
+
+    assert!(
+        reply
+            .body
+            .ends_with("connections opened by the shared client so far: 1\n"),
+        "{}",
+        reply.body
+    );
+    let opened = &stats(server.addr).await["upstream_connections_opened"];
+    assert_eq!(number(&opened["timeout_client"]), 1, "{opened}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Shared state, done right
 
@@ -496,10 +503,22 @@ async fn concurrent_journal_entries_are_numbered_without_gaps_or_duplicates() {
 // ---------------------------------------------------------------------------------------------
 // Bad input and bad configuration
 
+/// `GET path` handed straight to the lab's router, no socket: for tests of routing only.
+async fn oneshot(path: &str) -> Reply {
+    let config = Config::from_lookup(env_from(&[])).expect("the defaults are valid");
+    let state = AppState::new(&config, SocketAddr::from(([127, 0, 0, 1], 8080))).expect("state");
+    let request = Request::get(path)
+        .body(Body::empty())
+        .expect("a valid request");
+    let response = step_05::app(state)
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    Reply::from_response(response).await
+}
+
 #[tokio::test]
 async fn bad_query_values_are_a_400_with_a_reason() {
-    let server = Binary::start(BIN, &[]).await;
-
     for path in [
         "/pitfalls/cancel/broken?ms=999999",
         "/pitfalls/blocking/broken?ms=99999",
@@ -507,7 +526,7 @@ async fn bad_query_values_are_a_400_with_a_reason() {
         "/pitfalls/race/fixed?key=0123456789012345678901234567890123456789",
         "/pitfalls/cancel/fixed?ms=soon",
     ] {
-        let reply = get(server.addr, path).await;
+        let reply = oneshot(path).await;
         assert_eq!(reply.status, 400, "{path}");
         assert!(
             reply
@@ -538,9 +557,90 @@ async fn bad_settings_are_one_line_and_exit_code_2() {
             "step-05: UPSTREAM_TIMEOUT must be a positive duration such as 2s or 500ms, got \"never\"",
         ),
     ] {
-        let (status, output) = run_to_exit(BIN, &[(var, value)]).await;
+        let line = testkit::assert_config_refused(BIN, &[(var, value)]).await;
 
-        assert_eq!(status.code(), Some(2), "{var}={value}");
-        assert_eq!(output, [message]);
+        assert_eq!(line, message);
+    }
+}
+
+#[tokio::test]
+async fn the_binary_listens_on_port_from_the_environment() {
+    testkit::assert_honours_port(BIN, "/health").await;
+}
+
+#[tokio::test]
+async fn the_start_up_line_says_how_many_workers_run() {
+    let mut server = Binary::start(BIN, &[("WORKER_THREADS", "2")]).await;
+
+    let line = server
+        .wait_for_line("listening on")
+        .await
+        .expect("a start-up line");
+
+    assert!(
+        line.split_whitespace().any(|field| field == "workers=2"),
+        "{line}"
+    );
+}
+
+#[test]
+fn durations_are_written_the_way_they_are_configured() {
+    for (duration, text) in [
+        (Duration::from_secs(8), "8s"),
+        (Duration::from_millis(500), "500ms"),
+        (Duration::from_millis(2500), "2.5s"),
+        (Duration::ZERO, "0s"),
+    ] {
+        assert_eq!(step_05::format_duration(duration), text);
+        if !duration.is_zero() {
+            assert_eq!(
+                step_05::parse_duration(text),
+                Some(duration),
+                "{text} reads back"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+/// A listener whose `accept` panics: the server task ends before any signal arrives.
+struct BrokenListener;
+
+impl axum::serve::Listener for BrokenListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        panic!("the listener broke")
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_stops_on_its_own_is_reported_as_failed() {
+    let config = Config::from_lookup(env_from(&[])).expect("the defaults are valid");
+    let state = AppState::new(&config, SocketAddr::from(([127, 0, 0, 1], 8080))).expect("state");
+
+    // No signal ever comes: only the server's own end can finish the first phase.
+    let outcome = tokio::time::timeout(
+        PATIENCE,
+        step_05::run(
+            BrokenListener,
+            state,
+            config.shutdown_timeout,
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("run returns once the server has stopped");
+
+    match outcome {
+        Err(ShutdownError::ServerFailed(why)) => assert!(why.contains("panicked"), "{why}"),
+        other => panic!("expected a server failure, got {other:?}"),
     }
 }

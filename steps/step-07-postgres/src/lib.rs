@@ -58,16 +58,21 @@ impl Config {
 /// Step 04's read routes, this step's idempotent `POST /api/items`, and step 06's production
 /// layers around them.
 pub fn app(config: &Config, store: Arc<PgStore>, ops: &Ops) -> Router {
+    step_06::production(routes(store, document), &config.base, ops)
+}
+
+/// The REST API on `store`, before step 06's layers go on (a later step adds beside it),
+/// with its OpenAPI document as `edit` leaves it.
+pub fn routes(store: Arc<PgStore>, edit: impl FnOnce(&mut utoipa::openapi::OpenApi)) -> Router {
     let routes = step_04::api::read_routes().routes(routes!(api::create_item));
-    let items = step_04::api::router(routes, store.clone(), document)
+    step_04::api::router(routes, store.clone(), edit)
         // The create handler needs the store's own type, not only the `ItemStore` trait, for
         // its one-transaction idempotent create.
-        .layer(Extension(store));
-    step_06::production(items, &config.base, ops)
+        .layer(Extension(store))
 }
 
 /// Step 06's document, renamed; the 503 entries now also cover an unreachable database.
-fn document(openapi: &mut utoipa::openapi::OpenApi) {
+pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
     step_06::document(openapi);
     openapi.info.title = "step-07 items".into();
     openapi.info.description = Some(
