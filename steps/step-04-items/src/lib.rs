@@ -358,7 +358,19 @@ pub async fn run(
         let name = signal.await;
         tracing::info!(signal = name, "shutdown signal received; draining");
     };
-    serve(listener, app(&config, store), &config, stop).await
+    let outcome = serve(listener, app(&config, store.clone()), &config, stop).await;
+    exit_without_freeing(store);
+    outcome
+}
+
+/// The process exits right after the drain, and the kernel takes back all of its memory at
+/// once. Freeing the store item by item first spends the shutdown window on nothing, more the
+/// fuller the store: measured here after an 8 s POST load (about 360 000 items, release
+/// build), SIGTERM to exit took 41 ms with the store freed and 9 ms without. Safe because the
+/// store holds nothing but memory: no file to flush, no connection to close. This keeps one
+/// reference that is never dropped, so the store's last `Drop` never runs.
+pub fn exit_without_freeing<T>(store: Arc<T>) {
+    std::mem::forget(store);
 }
 
 // ANCHOR: serve

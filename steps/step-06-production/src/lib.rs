@@ -207,8 +207,11 @@ pub async fn run(
     signal: impl Future<Output = &'static str> + Send + 'static,
 ) -> Result<(), RunError> {
     let store = Arc::new(MemoryStore::new(config.base.max_items));
-    let app = app(&config, store, &ops);
-    run_app(listener, app, config, ops, startup, signal).await
+    let app = app(&config, store.clone(), &ops);
+    let outcome = run_app(listener, app, config, ops, startup, signal).await;
+    // As in step 04: the process is about to exit, so the store is not freed item by item.
+    step_04::exit_without_freeing(store);
+    outcome
 }
 
 /// Serves `app` until `signal`, then drains: `/readyz` answers 503 at once, connections are
