@@ -53,6 +53,8 @@ pub enum ApiError {
     StoreFull { limit: usize },
     /// The store's backend failed.
     StoreUnavailable,
+    /// The store cannot hold a value of the request (its message says which).
+    Unstorable(&'static str),
     /// The request outlived `REQUEST_TIMEOUT`.
     Timeout,
     /// Too many requests at once: refused before it started (a later step's load shedding).
@@ -64,9 +66,10 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidBody | ApiError::NameRequired | ApiError::TooLong { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidBody
+            | ApiError::NameRequired
+            | ApiError::TooLong { .. }
+            | ApiError::Unstorable(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method not allowed".into(),
             ApiError::StoreFull { limit } => format!("item store is full ({limit} items)"),
             ApiError::StoreUnavailable => "item store unavailable".into(),
+            ApiError::Unstorable(why) => (*why).into(),
             ApiError::Timeout => "request timed out".into(),
             ApiError::Overloaded => "server overloaded, retry later".into(),
             ApiError::Internal => "internal server error".into(),
@@ -147,6 +151,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Full { limit } => ApiError::StoreFull { limit },
+            StoreError::Unstorable(why) => ApiError::Unstorable(why),
             StoreError::Unavailable(reason) => {
                 // The details go to the log, not to the client.
                 tracing::error!(%reason, "item store unavailable");

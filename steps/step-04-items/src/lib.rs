@@ -276,11 +276,18 @@ fn panic_to_500(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal.into_response()
 }
 
+/// When the request's deadline passes, as a request extension: a handler that calls another
+/// service gives that call only what remains (step 09).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadline(pub tokio::time::Instant);
+
 /// The request timeout, with the JSON error body that tower-http's `TimeoutLayer` cannot give.
-async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+async fn deadline(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
+    let at = tokio::time::Instant::now() + limit;
+    request.extensions_mut().insert(RequestDeadline(at));
     // Whichever finishes first. If the deadline does, the handler's future is dropped right
     // where it is parked, so its work stops, and the client gets its 503 at once.
-    match tokio::time::timeout(limit, next.run(request)).await {
+    match tokio::time::timeout_at(at, next.run(request)).await {
         Ok(response) => response,
         Err(_elapsed) => ApiError::Timeout.into_response(),
     }

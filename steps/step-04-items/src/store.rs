@@ -102,6 +102,9 @@ pub enum StoreError {
     Full { limit: usize },
     /// The backing service failed (a database step's concern; the memory store never says it).
     Unavailable(String),
+    /// The backend cannot hold this value (a database that cannot store some character, say);
+    /// nothing was stored. The message is for the client.
+    Unstorable(&'static str),
 }
 
 /// A boxed future, so the trait can be used as `dyn ItemStore` (an `async fn` in a trait cannot

@@ -73,17 +73,19 @@ impl IntoResponse for CreateError {
 
 // ANCHOR: create
 #[utoipa::path(post, path = "/api/items", tag = "items",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Optional. The same key on a retry returns the first answer and creates \
-            nothing; keys are remembered for IDEMPOTENCY_KEY_TTL (24 h by default). Ids come \
-            from a database sequence: unique and increasing, but with gaps.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        pattern = "^[!-~]+$",
+        description = "Optional: 1 to 255 visible ASCII characters, bare or as a quoted \
+            string. The same key on a retry returns the first answer and creates nothing; keys \
+            are remembered for IDEMPOTENCY_KEY_TTL (24 h by default). Ids come from a database \
+            sequence: unique and increasing, but with gaps.")),
     request_body(content = CreateItem, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (or, for a repeated key, the item first created)",
             body = Item, headers(
                 ("Location" = String, description = "Where the new item can be fetched"),
                 ("Idempotent-Replayed" = String, description = "`true` on a repeated key's answer"))),
-        (status = 400, description = "Malformed JSON, a field out of bounds, or a bad Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a field out of bounds or with a NUL character, or a bad Idempotency-Key", body = ErrorBody),
         (status = 409, description = "A request with the same Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
@@ -126,13 +128,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, CreateError> {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| CreateError::BadKey)?.trim();
+    // The header as sent, quotes included, is what the documented limits apply to.
+    let fine = (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_graphic());
     let key = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
-    let fine = (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.len())
-        && key.bytes().all(|b| b.is_ascii_graphic());
-    if fine {
+    if fine && !key.is_empty() {
         Ok(Some(key))
     } else {
         Err(CreateError::BadKey)

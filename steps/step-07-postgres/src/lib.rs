@@ -71,9 +71,11 @@ pub fn routes(store: Arc<PgStore>, edit: impl FnOnce(&mut utoipa::openapi::OpenA
         .layer(Extension(store))
 }
 
-/// Step 06's document, renamed; the 503 entries now also cover an unreachable database.
+/// Step 06's document, renamed; the 503 entries now also cover an unreachable database, and
+/// the request schema says that PostgreSQL's `text` cannot hold U+0000.
 pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
     step_06::document(openapi);
+    forbid_nul(openapi);
     openapi.info.title = "step-07 items".into();
     openapi.info.description = Some(
         "The item service of cloud-run-rust, step 07: items in PostgreSQL. Ids are unique and \
@@ -172,3 +174,22 @@ async fn follow_database(pool: PgPool, health: DbHealth, readiness: Readiness) {
     }
 }
 // ANCHOR_END: run
+
+/// `name` and `description` of `CreateItem` may not contain U+0000 (see `store::NO_NUL`).
+fn forbid_nul(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Schema};
+    // Step 04's rule for `name` (at least one character that is not whitespace), and no NUL.
+    const NAME: &str = r"^[^\u0000]*[^\u0000\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$";
+    const DESCRIPTION: &str = r"^[^\u0000]*$";
+    let Some(components) = openapi.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateItem") else {
+        return;
+    };
+    for (field, pattern) in [("name", NAME), ("description", DESCRIPTION)] {
+        if let Some(RefOr::T(Schema::Object(property))) = create.properties.get_mut(field) {
+            property.pattern = Some(pattern.into());
+        }
+    }
+}

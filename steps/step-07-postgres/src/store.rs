@@ -71,6 +71,7 @@ impl PgStore {
     }
 
     async fn create_now(&self, new: NewItem) -> Result<Arc<Item>, StoreError> {
+        storable(&new)?;
         // Waits for a pooled connection (at most DB_ACQUIRE_TIMEOUT), then for the insert.
         let mut connection = self.pool.acquire().await.map_err(unavailable)?;
         let item = Self::insert(&mut connection, new)
@@ -114,6 +115,18 @@ fn to_item((id, name, description, created_at): ItemRow) -> Arc<Item> {
 
 /// Any failure to talk to the database. The reason goes to the log (step 04's `ApiError`
 /// conversion logs it), never to the client; it never contains the URL or password.
+/// PostgreSQL's `text` cannot hold the NUL character (U+0000), which JSON and protobuf strings
+/// can carry: such an item is refused before it reaches the database (as a client error, not
+/// as the "database unavailable" the insert's failure would otherwise look like).
+pub const NO_NUL: &str = "name and description must not contain the NUL character (U+0000)";
+
+fn storable(new: &NewItem) -> Result<(), StoreError> {
+    if new.name.contains('\0') || new.description.contains('\0') {
+        return Err(StoreError::Unstorable(NO_NUL));
+    }
+    Ok(())
+}
+
 fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(match error {
         sqlx::Error::PoolTimedOut => {
@@ -194,6 +207,7 @@ impl PgStore {
         fingerprint: &Fingerprint,
         new: NewItem,
     ) -> Result<IdempotentOutcome, StoreError> {
+        storable(&new)?;
         // Waits for a pooled connection and sends BEGIN.
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
 

@@ -426,3 +426,36 @@ async fn a_bad_database_url_exits_2_without_printing_the_password() {
     assert!(line.starts_with("step-07: DATABASE_URL"), "{line}");
     assert!(!line.contains("s3cret"), "{line}");
 }
+
+#[tokio::test]
+async fn a_nul_character_is_a_400_not_a_database_outage() {
+    let Some(db) = postgres::database() else {
+        return;
+    };
+    let (addr, _store) = in_process(&db.url, &[]).await;
+    let body = r#"{"name":"a\u0000b"}"#;
+
+    let plain = request(addr, Method::POST, "/api/items", &[JSON], body)
+        .await
+        .expect("POST");
+    let keyed = request(
+        addr,
+        Method::POST,
+        "/api/items",
+        &[JSON, ("idempotency-key", "k")],
+        body,
+    )
+    .await
+    .expect("POST");
+
+    for reply in [plain, keyed] {
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.json()["error"], step_07::store::NO_NUL);
+    }
+    assert_eq!(
+        get(addr, "/readyz").await.status,
+        503,
+        "in-process: no start-up ran"
+    );
+    assert_eq!(listed_ids(addr).await.len(), 0);
+}

@@ -27,7 +27,8 @@ pub fn to_status(error: ApiError) -> Status {
         ApiError::InvalidBody
         | ApiError::NameRequired
         | ApiError::TooLong { .. }
-        | ApiError::UnsupportedMediaType => Code::InvalidArgument,
+        | ApiError::UnsupportedMediaType
+        | ApiError::Unstorable(_) => Code::InvalidArgument,
         ApiError::ItemNotFound => Code::NotFound,
         // REST's 413, 431 and 507: too big, or no room. Not retried as they are.
         ApiError::PayloadTooLarge | ApiError::HeadersTooLarge | ApiError::StoreFull { .. } => {
