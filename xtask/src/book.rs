@@ -6,7 +6,7 @@
 //! include names a file, anchor or line range that exists (resolved against the directory of
 //! the file it is in, as mdBook does), and a `.snap` is included from line 4, after insta's
 //! header (a generated page, checked by regenerating it, may show a source file whole).
-//! Every top-level numbered chapter that is workshop time has a
+//! Every top-level numbered chapter that is workshop time (not its nested parts) has a
 //! `**Time:** N min (A min talk and demo, B min exercises)` line. Generated pages (step diffs,
 //! schedule) must be up to date, and exercise pages complete. Links are lychee's job.
 
@@ -18,7 +18,7 @@ use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 use crate::{Problems, diffs, exercises, files_with_suffix, relative, write_or_check};
 
 /// Chapters that are reference pages, not workshop time.
-const UNTIMED: [&str; 4] = ["instructor/", "exercises/", "generated/", "schedule.md"];
+const UNTIMED: [&str; 3] = ["exercises/", "generated/", "schedule.md"];
 
 pub fn check(root: &Path) -> Problems {
     let src = root.join("book/src");
@@ -291,17 +291,13 @@ mod tests {
     fn only_top_level_numbered_workshop_chapters_need_a_time() {
         let dir = std::env::temp_dir().join(format!("xtask-summary-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let text = "[Intro](intro.md)\n\n- [One](one.md)\n  - [Sub](sub.md)\n- [Notes](instructor/one.md)\n- [Draft]()\n";
+        let text = "[Intro](intro.md)\n\n- [One](one.md)\n  - [Sub](sub.md)\n- [Exercises](exercises/one.md)\n- [Draft]()\n";
         fs::write(dir.join("SUMMARY.md"), text).unwrap();
         let shape: Vec<(String, bool)> =
             summary(&dir).into_iter().map(|(p, _, t)| (p, t)).collect();
         fs::remove_dir_all(&dir).ok();
-        let expected = [
-            ("intro.md", false),
-            ("one.md", true),
-            ("sub.md", false),
-            ("instructor/one.md", false),
-        ];
+        let expected =
+            [("intro.md", false), ("one.md", true), ("sub.md", false), ("exercises/one.md", false)];
         assert_eq!(shape, expected.map(|(p, t)| (p.to_owned(), t)));
     }
 
