@@ -276,6 +276,7 @@ fn panic_to_500(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal.into_response()
 }
 
+// ANCHOR: deadline
 /// When the request's deadline passes, as a request extension: a handler that calls another
 /// service gives that call only what remains (step 09).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +293,7 @@ async fn deadline(State(limit): State<Duration>, mut request: Request, next: Nex
         Err(_elapsed) => ApiError::Timeout.into_response(),
     }
 }
+// ANCHOR_END: deadline
 // ANCHOR_END: app
 
 // ANCHOR: header_limit

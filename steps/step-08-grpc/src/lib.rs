@@ -47,7 +47,7 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::{Service, ServiceExt};
 
-use crate::pb::item_service_server::ItemServiceServer;
+use crate::pb::item_service_server::{ItemService, ItemServiceServer};
 use crate::service::{Items, StreamStats};
 
 // ANCHOR: limits
@@ -99,15 +99,29 @@ pub fn with_grpc(
     grpc: &Grpc,
 ) -> Router {
     let request_timeout = config.base.request_timeout;
-    let items = ItemServiceServer::new(Items::new(
+    let items = Items::new(
         store,
         request_timeout,
         grpc.draining.clone(),
         grpc.streams.clone(),
-    ))
-    // REST's body limit, for messages in and out (tonic's default is 4 MiB in, none out).
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    );
+    with_item_service(rest, items, config, ops, grpc)
+}
+
+/// [`with_grpc`] with any implementation of `items.v1.ItemService` (a later step wraps
+/// [`Items`] to add to its answers).
+pub fn with_item_service(
+    rest: Router,
+    items: impl ItemService,
+    config: &step_06::Config,
+    ops: &Ops,
+    grpc: &Grpc,
+) -> Router {
+    let request_timeout = config.base.request_timeout;
+    let items = ItemServiceServer::new(items)
+        // REST's body limit, for messages in and out (tonic's default is 4 MiB in, none out).
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Both versions of reflection: `v1` is current, and some tools still ask `v1alpha`. They
     // fail only on descriptor sets that do not decode, and ours are compiled in.
     let v1 = reflection().build_v1().expect("descriptors decode");
@@ -191,6 +205,19 @@ pub async fn run(
     grpc: Grpc,
     signal: impl Future<Output = &'static str> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with(listener, config, ops, grpc, signal, app).await
+}
+
+/// [`run`], serving what `build` makes of the store instead of [`app`] (a later step answers
+/// some calls its own way).
+pub async fn run_with(
+    listener: TcpListener,
+    config: step_07::Config,
+    ops: Ops,
+    grpc: Grpc,
+    signal: impl Future<Output = &'static str> + Send + 'static,
+    build: impl FnOnce(&step_07::Config, Arc<PgStore>, &Ops, &Grpc) -> Router,
+) -> Result<(), RunError> {
     // For the life of the process: the health service says what `/readyz` says, from before
     // the first connection on.
     health::tell(&ops.readiness, &grpc.health).await;
@@ -207,7 +234,7 @@ pub async fn run(
         name
     };
     let build = move |config: &step_07::Config, store: Arc<PgStore>, ops: &Ops| {
-        app(config, store, ops, &grpc)
+        build(config, store, ops, &grpc)
     };
     let outcome = step_07::run_with(listener, config, ops, signal, build).await;
     follower.abort();

@@ -133,6 +133,7 @@ pub fn message(item: &Item) -> pb::Item {
             seconds: item.created_at.unix_timestamp(),
             nanos: item.created_at.nanosecond() as i32,
         }),
+        stock: None,
     }
 }
 // ANCHOR_END: service
