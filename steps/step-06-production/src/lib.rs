@@ -25,13 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware;
 use tokio::net::TcpListener;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
-use tower::util::MapRequestLayer;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::store::{ItemStore, MemoryStore};
 
@@ -158,33 +157,40 @@ pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Any router (step 04's items here, a later step's too) with the probes and the layers every
-/// request goes through. Listed innermost first: each `.layer` wraps everything above it.
+/// request goes through: step 04's limits innermost, this step's layers around them.
 pub fn production(routes: Router, config: &Config, ops: &Ops) -> Router {
     let mut router = routes.merge(probes::routes(ops.readiness.clone()));
     if config.debug_routes {
         router = router.merge(debug_routes::routes(ops.debug.clone()));
     }
     let shedder = Shedder::new(config.max_concurrency, config.queue_timeout);
-    // Step 04's limits: body size (413), request deadline (503), header size (431).
-    step_04::limits(router, config.base.request_timeout)
-        // A panic in anything above becomes a 500 JSON naming the request; the connection and
-        // the server carry on.
-        .layer(CatchPanicLayer::custom(request_context::panic_response))
-        // At most MAX_CONCURRENCY requests inside, a short wait, then 503 — probes excepted.
-        // Outside the deadline, so time spent queueing is not charged to the handler.
-        .layer(middleware::from_fn_with_state(
-            shedder,
-            shedding::limit_concurrency,
+    // This step's layers as one stack, listed outermost first (a `ServiceBuilder` reads
+    // top-down, unlike `.layer` calls on a `Router`). One `Router::layer` for all of them,
+    // because each one boxes and clones the whole stack below it again on every request: six
+    // layers in one stack pay that once (the measuring chapter has the numbers).
+    let layers = ServiceBuilder::new()
+        // Drops a client id that is too long or has odd characters, so one is made.
+        .map_request(request_context::sanitize_request_id)
+        // Keeps the client's `X-Request-Id` or makes a UUID v4.
+        .layer(SetRequestIdLayer::x_request_id(
+            request_context::MakeRequestId::default(),
         ))
-        // The request's span and its access-log line, around everything else, so even a shed
-        // or panicked request is logged with its id.
-        .layer(middleware::from_fn(request_context::observe))
         // Copies `X-Request-Id` from the request to the response.
         .layer(PropagateRequestIdLayer::x_request_id())
-        // Keeps the client's `X-Request-Id` or makes a UUID v4.
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // Drops a client id that is too long or has odd characters, so one is made instead.
-        .layer(MapRequestLayer::new(request_context::sanitize_request_id))
+        // The request's span and its access-log line, around everything below, so even a shed
+        // or panicked request is logged with its id.
+        .layer(request_context::ObserveLayer)
+        // At most MAX_CONCURRENCY requests inside, a short wait, then 503 — probes excepted.
+        // Outside the deadline, so time spent queueing is not charged to the handler.
+        .layer(shedder)
+        // tower-http's `CatchPanic` answers with a body type of its own; the layers above take
+        // axum's.
+        .map_response(request_context::into_axum_response)
+        // A panic in anything below becomes a 500 JSON naming the request; the connection and
+        // the server carry on.
+        .layer(CatchPanicLayer::custom(request_context::panic_response));
+    // Around step 04's limits: body size (413), request deadline (503), header size (431).
+    step_04::limits(router, config.base.request_timeout).layer(layers)
 }
 // ANCHOR_END: app
 

@@ -10,16 +10,15 @@
 //! from every span it happened in, so a field recorded once on the request's span (the request
 //! id, the trace) appears on every line logged while handling that request.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber, span};
 use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -162,66 +161,113 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // Outer spans first, so an inner span (or the event) can override a field.
-        let mut fields = JsonFields::default();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(span_fields) = span.extensions().get::<JsonFields>() {
-                    fields.0.extend(span_fields.0.clone());
-                }
-            }
-        }
         let mut own = JsonFields::default();
         event.record(&mut own);
-        let is_access_log = own.0.keys().any(|k| k.starts_with("http."));
-        fields.0.extend(own.0);
+        // The fields of every span the event happened in, outer spans first, then the event's:
+        // a later field of the same name overrides an earlier one. Values are borrowed from the
+        // spans, not copied: they were rendered as JSON once, when the span recorded them.
+        let spans: Vec<_> = ctx
+            .event_scope(event)
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let mut fields: Vec<(&str, &str)> = Vec::with_capacity(24);
+        let sources = extensions.iter().filter_map(|e| e.get::<JsonFields>());
+        for (name, value) in sources.chain([&own]).flat_map(JsonFields::iter) {
+            match fields.iter_mut().find(|(seen, _)| *seen == name) {
+                Some(field) => field.1 = value,
+                None => fields.push((name, value)),
+            }
+        }
+        let is_access_log = own.iter().any(|(name, _)| name.starts_with("http."));
 
-        let line = self.entry(*event.metadata().level(), fields.0, is_access_log);
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
+        let mut line = String::with_capacity(512);
+        self.write_entry(&mut line, *event.metadata().level(), &fields, is_access_log);
+        line.push('\n');
         // One `write_all` per line: the non-blocking writer takes it as one message, so lines
         // from concurrent requests never interleave.
-        let _ = self.writer.make_writer().write_all(&bytes);
+        let _ = self.writer.make_writer().write_all(line.as_bytes());
     }
 }
 
 impl<W> CloudLogging<W> {
-    fn entry(&self, level: Level, mut fields: Map<String, Value>, is_access_log: bool) -> Value {
-        let mut entry = Map::new();
-        let mut http = Map::new();
-        for (key, value) in std::mem::take(&mut fields) {
-            match key.strip_prefix("http.") {
-                Some(name) => {
-                    if let Some((cloud_name, value)) = http_request_field(name, value) {
-                        http.insert(cloud_name.to_owned(), value);
-                    }
+    /// Writes one entry as a JSON object straight into `line`. (A `serde_json::Map` per line,
+    /// with its `String` keys and copied values, cost more than the request it described.)
+    fn write_entry(&self, line: &mut String, level: Level, fields: &[(&str, &str)], access: bool) {
+        line.push('{');
+        let mut message = "\"\"";
+        for &(name, value) in fields {
+            match (name, &self.project) {
+                ("message", _) => message = value,
+                // `httpRequest`, below, and only on the access-log line.
+                (name, _) if name.starts_with("http.") => {}
+                ("trace_id", Some(project)) => {
+                    // `"abc…"` → `"projects/my-project/traces/abc…"`.
+                    let id = value.trim_matches('"');
+                    key(line, "logging.googleapis.com/trace");
+                    line.push_str("\"projects/");
+                    escape_into(line, project);
+                    line.push_str("/traces/");
+                    line.push_str(id);
+                    line.push_str("\",");
                 }
-                None => {
-                    entry.insert(key, value);
+                ("span_id", Some(_)) => entry(line, "logging.googleapis.com/spanId", value),
+                ("trace_sampled", Some(_)) => {
+                    entry(line, "logging.googleapis.com/trace_sampled", value)
                 }
+                (name, _) => entry(line, name, value),
             }
         }
-        if is_access_log && !http.is_empty() {
-            entry.insert("httpRequest".into(), Value::Object(http));
-        }
-        if let Some(project) = &self.project
-            && let Some(Value::String(trace_id)) = entry.remove("trace_id")
-        {
-            let trace = format!("projects/{project}/traces/{trace_id}");
-            entry.insert("logging.googleapis.com/trace".into(), trace.into());
-            if let Some(span_id) = entry.remove("span_id") {
-                entry.insert("logging.googleapis.com/spanId".into(), span_id);
+        // `httpRequest` gathers the `http.*` fields, on the access-log line only.
+        if access {
+            let start = line.len();
+            key(line, "httpRequest");
+            line.push('{');
+            let http = fields
+                .iter()
+                .filter_map(|(name, value)| http_request_field(name.strip_prefix("http.")?, value));
+            for (name, value) in http {
+                entry(line, name, &value);
             }
-            if let Some(sampled) = entry.remove("trace_sampled") {
-                entry.insert("logging.googleapis.com/trace_sampled".into(), sampled);
+            match line.ends_with(',') {
+                true => {
+                    line.pop();
+                    line.push_str("},");
+                }
+                false => line.truncate(start), // nothing to say
             }
         }
-        let message = entry.remove("message").unwrap_or_else(|| "".into());
-        entry.insert("message".into(), message);
-        entry.insert("severity".into(), severity(level).into());
-        entry.insert("time".into(), now_rfc3339().into());
-        Value::Object(entry)
+        entry(line, "message", message);
+        key(line, "severity");
+        line.push('"');
+        line.push_str(severity(level));
+        line.push_str("\",");
+        key(line, "time");
+        line.push('"');
+        write_time(line, time::OffsetDateTime::now_utc());
+        line.push_str("\"}");
     }
+}
+
+/// `"name":`
+fn key(line: &mut String, name: &str) {
+    line.push('"');
+    // Field names are nearly always plain (`request_id`, `http.status`): copied as they are.
+    match name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+    {
+        true => line.push_str(name),
+        false => escape_into(line, name),
+    }
+    line.push_str("\":");
+}
+
+/// `"name":value,` with `value` already JSON.
+fn entry(line: &mut String, name: &str, value: &str) {
+    key(line, name);
+    line.push_str(value);
+    line.push(',');
 }
 
 /// Cloud Logging's severities are a superset of `tracing`'s levels, with other names.
@@ -236,19 +282,19 @@ fn severity(level: Level) -> &'static str {
 
 /// Our field names → the `HttpRequest` names Cloud Logging expects. The sizes are int64
 /// fields, which protobuf's JSON mapping writes as strings.
-fn http_request_field(name: &str, value: Value) -> Option<(&'static str, Value)> {
-    let as_string = |v: Value| match v {
-        Value::String(s) => Value::String(s),
-        other => Value::String(other.to_string()),
+fn http_request_field<'v>(name: &str, value: &'v str) -> Option<(&'static str, Cow<'v, str>)> {
+    let as_string = |v: &'v str| match v.starts_with('"') {
+        true => Cow::Borrowed(v),
+        false => Cow::Owned(format!("\"{v}\"")),
     };
     Some(match name {
-        "method" => ("requestMethod", value),
-        "url" => ("requestUrl", value),
-        "status" => ("status", value),
-        "latency" => ("latency", value),
-        "user_agent" => ("userAgent", value),
-        "remote_ip" => ("remoteIp", value),
-        "protocol" => ("protocol", value),
+        "method" => ("requestMethod", value.into()),
+        "url" => ("requestUrl", value.into()),
+        "status" => ("status", value.into()),
+        "latency" => ("latency", value.into()),
+        "user_agent" => ("userAgent", value.into()),
+        "remote_ip" => ("remoteIp", value.into()),
+        "protocol" => ("protocol", value.into()),
         "request_size" => ("requestSize", as_string(value)),
         "response_size" => ("responseSize", as_string(value)),
         _ => return None,
@@ -256,45 +302,157 @@ fn http_request_field(name: &str, value: Value) -> Option<(&'static str, Value)>
 }
 // ANCHOR_END: layer
 
-/// RFC 3339 in UTC with microseconds, e.g. `2026-01-01T12:00:00.123456Z`.
-fn now_rfc3339() -> String {
-    let mut text = String::new();
-    let _ = SystemTime.format_time(&mut Writer::new(&mut text));
-    text
+/// Writes `now` as RFC 3339 in UTC with microseconds, e.g. `2026-01-01T12:00:00.123456Z`.
+/// Digit by digit into a fixed buffer: `tracing_subscriber`'s timer formats each part with
+/// `core::fmt`, which cost about 2 000 instructions a line, more than this whole function.
+fn write_time(line: &mut String, now: time::OffsetDateTime) {
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, now.year().unsigned_abs());
+    put(5, 2, u8::from(now.month()).into());
+    put(8, 2, now.day().into());
+    put(11, 2, now.hour().into());
+    put(14, 2, now.minute().into());
+    put(17, 2, now.second().into());
+    put(20, 6, now.microsecond());
+    line.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00.000000Z"));
 }
 
 /// A latency the way Cloud Logging's `httpRequest.latency` wants it: seconds with an `s`.
-pub fn format_latency(latency: std::time::Duration) -> String {
-    format!("{:.6}s", latency.as_secs_f64())
+/// Logged as `%Latency(elapsed)`, it is written straight into the line, with no `String`.
+pub struct Latency(pub std::time::Duration);
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Two integers, not `{:.6}` of an `f64`: formatting a float is many times the work.
+        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
 }
 
-/// The fields of a span or event as JSON values.
+/// [`Latency`] as a `String`.
+pub fn format_latency(latency: std::time::Duration) -> String {
+    Latency(latency).to_string()
+}
+
+/// The fields of a span or event, each value rendered as JSON text (`"GET"`, `201`, `true`)
+/// once, when it is recorded, into one string: a span's fields are copied into every line
+/// logged inside it, and copying text is cheaper than turning values into JSON again.
 #[derive(Default)]
-struct JsonFields(Map<String, Value>);
+struct JsonFields {
+    text: String,
+    /// Each field's name and where its value is in `text`.
+    fields: Vec<(&'static str, std::ops::Range<usize>)>,
+}
+
+impl JsonFields {
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.fields
+            .iter()
+            .map(|(name, range)| (*name, &self.text[range.clone()]))
+    }
+
+    /// Renders one value with `render`, which appends its JSON to the text.
+    fn push(&mut self, field: &Field, render: impl FnOnce(&mut String)) {
+        if self.text.capacity() == 0 {
+            // Room for a request span's fields at once, rather than growing 8, 16, 32… bytes.
+            self.text.reserve(256);
+            self.fields.reserve(12);
+        }
+        let start = self.text.len();
+        render(&mut self.text);
+        self.fields.push((field.name(), start..self.text.len()));
+    }
+
+    /// A JSON string holding whatever `Display` or `Debug` writes, escaped as it is written.
+    fn push_text(&mut self, field: &Field, text: std::fmt::Arguments<'_>) {
+        self.push(field, |out| {
+            out.push('"');
+            let _ = std::fmt::Write::write_fmt(&mut Escaped(out), text);
+            out.push('"');
+        });
+    }
+}
 
 impl Visit for JsonFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.push(field, |out| {
+            out.push('"');
+            escape_into(out, value);
+            out.push('"');
+        });
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.push(field, |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.push(field, |out| {
+            let _ = write!(out, "{value}");
+        });
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.push(field, |out| {
+            let _ = write!(out, "{value}");
+        });
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        // JSON has no NaN or infinity.
+        self.push(field, |out| match value.is_finite() {
+            true => {
+                let _ = write!(out, "{value}");
+            }
+            false => out.push_str("null"),
+        });
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
+        self.push_text(field, format_args!("{value}"));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        // `message` arrives here as `format_args!`, whose Debug output is the plain text.
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        // `message` arrives here as `format_args!`, and `%value` fields as `DisplayValue`:
+        // their Debug output is the plain text.
+        self.push_text(field, format_args!("{value:?}"));
+    }
+}
+
+/// Appends `text` to `line` as the inside of a JSON string.
+fn escape_into(line: &mut String, text: &str) {
+    let _ = std::fmt::Write::write_str(&mut Escaped(line), text);
+}
+
+/// A `fmt::Write` that escapes what it is given for the inside of a JSON string: quotes,
+/// backslashes and control characters (everything else, UTF-8 included, is valid as is).
+struct Escaped<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        // Byte by byte: every character that needs escaping is ASCII, and a UTF-8 multi-byte
+        // character never contains an ASCII byte, so the slices below are always whole.
+        let mut rest = text;
+        while let Some(at) = rest
+            .bytes()
+            .position(|b| b < b' ' || b == b'"' || b == b'\\')
+        {
+            self.0.push_str(&rest[..at]);
+            match rest.as_bytes()[at] {
+                b'"' => self.0.push_str("\\\""),
+                b'\\' => self.0.push_str("\\\\"),
+                b'\n' => self.0.push_str("\\n"),
+                b'\r' => self.0.push_str("\\r"),
+                b'\t' => self.0.push_str("\\t"),
+                other => {
+                    let _ = write!(self.0, "\\u{other:04x}");
+                }
+            }
+            rest = &rest[at + 1..];
+        }
+        self.0.push_str(rest);
+        Ok(())
     }
 }
 
@@ -302,6 +460,7 @@ impl Visit for JsonFields {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use serde_json::Value;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
@@ -349,6 +508,33 @@ mod tests {
         assert_eq!(line["items"], 3);
         let time = line["time"].as_str().expect("time is a string");
         assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    }
+
+    #[test]
+    fn text_is_escaped_so_every_line_stays_one_json_object() {
+        let nasty = "a \"quote\", a \\ backslash,\na new line, a \u{1} control, and é";
+
+        let lines = lines_of(None, || tracing::info!(field = nasty, "{nasty}"));
+
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["message"], nasty);
+        assert_eq!(lines[0]["field"], nasty);
+    }
+
+    #[test]
+    fn an_inner_field_overrides_an_outer_one_of_the_same_name() {
+        let lines = lines_of(None, || {
+            let outer = tracing::info_span!("outer", who = "outer", kept = 1u64);
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("inner", who = "inner");
+            let _inner = inner.enter();
+            tracing::info!(n = 2.5, nan = f64::NAN, "x");
+        });
+
+        assert_eq!(lines[0]["who"], "inner");
+        assert_eq!(lines[0]["kept"], 1);
+        assert_eq!(lines[0]["n"], 2.5);
+        assert_eq!(lines[0]["nan"], Value::Null);
     }
 
     #[test]
@@ -497,6 +683,17 @@ mod tests {
         );
         drop(unstick);
         drop(guard);
+    }
+
+    #[test]
+    fn time_is_rfc_3339_in_utc_with_microseconds() {
+        let noon = time::OffsetDateTime::from_unix_timestamp_nanos(1_767_268_800_123_456_789)
+            .expect("a time");
+        let mut text = String::new();
+
+        write_time(&mut text, noon);
+
+        assert_eq!(text, "2026-01-01T12:00:00.123456Z");
     }
 
     #[test]

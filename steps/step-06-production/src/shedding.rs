@@ -10,21 +10,26 @@
 //! Why a semaphore and `tokio::time::timeout` rather than tower's `ConcurrencyLimitLayer` +
 //! `LoadShedLayer`: that pair sheds the instant every slot is taken, with no grace at all, so
 //! a burst that would have found a slot a millisecond later is refused; and it reports
-//! "overloaded" as an error the app must map to a response. Ten lines of middleware say
-//! exactly what happens, with a wait we choose.
+//! "overloaded" as an error the app must map to a response. A semaphore and a timeout in a small
+//! tower service say exactly what happens, with a wait we choose.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
+use tower::{Layer, Service, ServiceExt};
 
 use crate::error::ApiError;
 
 // ANCHOR: shed
-/// The slots requests compete for, and how long one may wait for a slot.
+/// The slots requests compete for, and how long one may wait for a slot. It is also the
+/// layer (`.layer(shedder)`) that puts the limit in front of a service.
 #[derive(Clone)]
 pub struct Shedder {
     slots: Arc<Semaphore>,
@@ -46,24 +51,75 @@ pub fn never_shed(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/health")
 }
 
-/// Middleware: run the request if a slot is free within `queue_timeout`, refuse it otherwise.
-pub async fn limit_concurrency(
-    State(shedder): State<Shedder>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if never_shed(request.uri().path()) {
-        return next.run(request).await;
+/// What every request goes through: run it if a slot is free within `queue_timeout`, refuse
+/// it otherwise. A hand-written tower service rather than `axum::middleware::from_fn`: this
+/// runs on every request, and `from_fn` clones and boxes the service inside it each time,
+/// about 3 600 instructions (the measuring chapter); here it is one box for the future.
+#[derive(Clone)]
+pub struct Shed<S> {
+    shedder: Shedder,
+    inner: S,
+}
+
+impl<S> Layer<S> for Shedder {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Shed<S> {
+        Shed {
+            shedder: self.clone(),
+            inner,
+        }
     }
-    // Wait for a slot, but never longer than the queue timeout. `acquire_owned` is fair
-    // (first come, first served), so a waiting request cannot be overtaken forever.
-    let permit = tokio::time::timeout(shedder.queue_timeout, shedder.slots.acquire_owned()).await;
-    match permit {
-        // The permit lives until the handler's response is ready, then frees the slot (also
-        // when this future is dropped half-way: the permit's `Drop` gives the slot back).
-        Ok(Ok(_permit)) => next.run(request).await,
-        // Timed out (or the semaphore was closed, which this program never does).
-        _ => overloaded(),
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for Shed<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> BoxFuture {
+        if never_shed(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The usual case, a free slot: take it now, no timer needed. `try_acquire` cannot jump
+        // the queue: a freed slot goes to the oldest waiter, never back to the pool, while
+        // anyone waits.
+        if let Ok(permit) = self.shedder.slots.clone().try_acquire_owned() {
+            let response = self.inner.call(request);
+            return Box::pin(async move {
+                // The permit lives until the response is ready, then frees the slot (also
+                // when this future is dropped half-way: the permit's `Drop` gives it back).
+                let _permit = permit;
+                response.await
+            });
+        }
+        // Every slot is taken: wait in line, in the returned future. The inner service is
+        // called later, so the future takes its own copy (tower's rule: `call` must not be
+        // made on a clone that was not polled ready, so `oneshot` does both).
+        let inner = self.inner.clone();
+        let Shedder {
+            slots,
+            queue_timeout,
+        } = self.shedder.clone();
+        Box::pin(async move {
+            // Wait for a slot, but never longer than the queue timeout. `acquire_owned` is
+            // fair (first come, first served), so a waiting request cannot be overtaken.
+            match tokio::time::timeout(queue_timeout, slots.acquire_owned()).await {
+                Ok(Ok(_permit)) => inner.oneshot(request).await,
+                // Timed out (or the semaphore was closed, which this program never does).
+                _ => Ok(overloaded()),
+            }
+        })
     }
 }
 
@@ -89,10 +145,7 @@ mod tests {
     fn gated(shedder: Shedder, release: CancellationToken) -> Router {
         Router::new()
             .route("/", get(move || async move { release.cancelled().await }))
-            .layer(axum::middleware::from_fn_with_state(
-                shedder,
-                limit_concurrency,
-            ))
+            .layer(shedder)
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 //! Google's older `X-Cloud-Trace-Context` (`<32 hex trace>/<decimal span>;o=<0|1>`). Both are
 //! client input: anything that does not parse exactly is ignored, never trusted into the logs.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 // ANCHOR: trace_context
 /// A trace id and, when the header had one, the id of the caller's span.
@@ -22,10 +22,13 @@ pub struct TraceContext {
 impl TraceContext {
     /// `traceparent` wins when both headers are present and valid: it is the standard one.
     pub fn from_headers(headers: &HeaderMap) -> Option<TraceContext> {
+        // Names made at compile time: a `&str` name is parsed again on every lookup.
+        const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+        const CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        header("traceparent")
+        header(TRACEPARENT)
             .and_then(parse_traceparent)
-            .or_else(|| header("x-cloud-trace-context").and_then(parse_cloud_trace_context))
+            .or_else(|| header(CLOUD_TRACE).and_then(parse_cloud_trace_context))
     }
 }
 
