@@ -1,12 +1,13 @@
 # Shared by the .ci scripts (sourced): checks counted, Debian tools, health paths, servers.
-passed=0 failed=0 pids=()
+passed=0 failed=0 pids=() pg=() pgdir=
 pass() { echo "ok: $*"; passed=$((passed + 1)); }
 fail() { echo "FAILED: $*" >&2; failed=$((failed + 1)); }
 check() { if "${@:2}"; then pass "$1"; else fail "$1"; fi; } # check LABEL CMD…
 work=$(mktemp -d)
 cleanup() {
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
+    [[ ${#pg[@]} == 0 ]] || "${pg[@]}" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$work" ${pgdir:+"$pgdir"}
 }
 trap cleanup EXIT
 trap 'exit 143' INT TERM # so that the EXIT clean-up runs then too
@@ -50,3 +51,21 @@ start() {
 }
 
 millis() { echo $(($(date +%s%N) / 1000000)); }
+
+# postgres: unless DATABASE_URL is set, starts a throwaway PostgreSQL the way tests/src/postgres.rs
+# does (initdb, pg_ctl in a temporary directory, a free port; as root, as the `postgres` user) and
+# exports DATABASE_URL (its `postgres` database) and PATH with its programs; stopped at exit.
+postgres() {
+    [[ -n ${DATABASE_URL:-} ]] && return 0
+    local bin as=() port
+    bin=$(pg_config --bindir 2>/dev/null) && [[ -x $bin/initdb ]] || bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [[ -x $bin/initdb ]] || { echo "no PostgreSQL: apt-get install postgresql, or set DATABASE_URL" >&2; return 1; }
+    pgdir=$(mktemp -d /tmp/pg.XXXXXX) # in /tmp: `postgres` may not enter $TMPDIR
+    [[ $(id -u) == 0 ]] && as=(runuser -u postgres --) && chown postgres "$pgdir"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "${as[@]}" "$bin/initdb" -D "$pgdir/data" -U postgres --auth=trust --no-sync --locale=C -E UTF8 >/dev/null || return 1
+    pg=("${as[@]}" "$bin/pg_ctl" -D "$pgdir/data")
+    "${pg[@]}" -l "$pgdir/log" -w -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=300 \
+        -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null || return 1
+    export DATABASE_URL=postgres://postgres@127.0.0.1:$port/postgres PATH=$bin:$PATH
+}

@@ -2,11 +2,13 @@
 """The benchmark harness behind `.ci/bench` (standard library only); book/src/measuring.md
 explains every figure. For each step whose Cargo.toml names a `health` path: binary sizes,
 cold start (spawn -> first 200, a tight connect loop), idle and peak RSS, wrk loads (server on
-CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (steps with MAX_CONCURRENCY), the cost
-of per-request logging and of opt-level "z" (step-04), and build times."""
+CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (steps with MAX_CONCURRENCY), the pool
+sweep (step-07), gRPC against REST (step-08), the cost of per-request logging and of opt-level
+"z" (step-04), and build times. Steps with `database = true` get a fresh database on
+$DATABASE_URL's server."""
 
-import argparse, datetime, http.client, json, os, shutil, signal, socket, statistics, subprocess, sys
-import tempfile, time, tomllib
+import argparse, datetime, html, http.client, json, math, os, shutil, signal, socket, statistics, subprocess
+import sys, tempfile, time, tomllib, urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,8 @@ def log(message):
 
 def build(packages, target_dir, *extra, env=None):
     """{package: executable}; --keep-going, so that one broken step hides no other."""
+    if not packages:
+        return {}
     cmd = ["cargo", "build", "--keep-going", "--message-format=json-render-diagnostics", *extra]
     env = {**os.environ, "CARGO_TARGET_DIR": str(target_dir), **(env or {})}
     proc = subprocess.run(cmd + [a for p in packages for a in ("-p", p)], cwd=ROOT, env=env, text=True, capture_output=True)
@@ -49,7 +53,8 @@ class Server:
         os.sched_setaffinity(0, {SERVER_CPU})  # the child inherits our CPU at spawn...
         self.t0 = time.perf_counter()
         with open(logfile, "a") as out:
-            self.proc = subprocess.Popen([binary], env=env, stdout=out, stderr=out)
+            # close_fds=False lets Python use posix_spawn: the cheapest spawn, measured in the cold start.
+            self.proc = subprocess.Popen([binary], env=env, stdout=out, stderr=out, close_fds=False)
         os.sched_setaffinity(0, {LOAD_CPU})  # ...while we poll and load from the other one
 
     def __enter__(self):
@@ -63,14 +68,17 @@ class Server:
         request, attempts = f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode(), 0
         while time.perf_counter() - self.t0 < limit:
             attempts += 1
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.sendall(request)
-                    if s.recv(64).startswith(b"HTTP/1.1 200"):
-                        return (time.perf_counter() - self.t0) * 1e3, attempts
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"exit {self.proc.returncode} before a 200 on {path}")
+            with socket.socket() as s:
+                s.settimeout(2)
+                try:  # on loopback, a refused connect returns at once: retry without a pause
+                    if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                        s.sendall(request)
+                        if s.recv(64).startswith(b"HTTP/1.1 200"):
+                            return (time.perf_counter() - self.t0) * 1e3, attempts
+                except OSError:
+                    pass
+            if attempts % 256 == 0 and self.proc.poll() is not None:
+                raise RuntimeError(f"exit {self.proc.returncode} before a 200 on {path}")
         raise TimeoutError(f"no 200 on {path} within {limit} s")
 
     def rss(self, key):  # VmRSS or VmHWM, KiB
@@ -109,10 +117,10 @@ def wrk_result(proc):
     return {**result, "rps": round(result["requests"] / result["seconds"])}
 
 
-def cold_start(binary, path, runs, logfile):
+def cold_start(binary, path, runs, logfile, env):
     times, polls = [], []
     for _ in range(runs):
-        with Server(binary, logfile) as server:
+        with Server(binary, logfile, **env) as server:
             ms, attempts = server.ready(path)
         times.append(ms)
         polls.append(ms * 1e3 / attempts)
@@ -122,20 +130,20 @@ def cold_start(binary, path, runs, logfile):
 
 
 def measure_step(step, binary, static, args, logfile):
-    path, name = step["health"], step["package"]
+    path, name, env, ready = step["health"], step["package"], step["env"], step["ready"]
     result = {"size_bytes": os.path.getsize(binary), "static_size_bytes": static and os.path.getsize(static), "runs": []}
     log(f"{name}: cold start x{args.cold_runs} on {path}")
-    result["cold_start_ms"] = cold_start(binary, path, args.cold_runs, logfile)
+    result["cold_start_ms"] = cold_start(binary, path, args.cold_runs, logfile, env)
     if static:
-        result["cold_start_static_ms"] = cold_start(static, path, args.cold_runs, logfile)
-    with Server(binary, logfile) as server:
-        server.ready(path)
+        result["cold_start_static_ms"] = cold_start(static, path, args.cold_runs, logfile, env)
+    with Server(binary, logfile, **env) as server:
+        server.ready(ready)
         time.sleep(0.5)  # the idle figure is the process at rest
         result["rss_idle_kib"] = server.rss("VmRSS")
         client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         client.request("POST", "/api/items", ITEM, {"Content-Type": "application/json"})
         reply = client.getresponse()
-        item = f"/api/items/{json.loads(reply.read())['id']}" if reply.status in (200, 201) else None
+        item = f"/api/items/{json.loads(reply.read())['id']}" if reply.status == 201 else None  # 201: has items
         for method, route in [("GET", path)] + ([("GET", item), ("POST", "/api/items")] if item else []):
             wrk(server.port, route, 64, 1, method == "POST")  # warm-up: measure no connection set-up
             for connections in (64, 256):
@@ -144,9 +152,19 @@ def measure_step(step, binary, static, args, logfile):
                 shown = "/api/items/{id}" if "items/" in route else route
                 result["runs"].append({**run, "method": method, "route": shown, "connections": connections})
         result["rss_peak_kib"] = server.rss("VmHWM")
+        if name == "step-08" and item:
+            result["grpc"] = grpc_against_rest(server.port, item, args, logfile.parent)
+    if name == "step-07" and item:
+        log(f"{name}: GET {item} -c64 for each DB_MAX_CONNECTIONS")
+        result["pool_sweep"] = []
+        for size in (1, 5, 25) if args.quick else (1, 2, 5, 10, 25):
+            with Server(binary, logfile, **env, DB_MAX_CONNECTIONS=str(size)) as server:
+                server.ready(ready)
+                wrk(server.port, item, 64, 1)
+                result["pool_sweep"].append({**wrk(server.port, item, 64, args.load_seconds), "pool": size})
     log(f"{name}: SIGTERM half-way through a wrk run")
-    with Server(binary, logfile) as server:
-        server.ready(path)
+    with Server(binary, logfile, **env) as server:
+        server.ready(ready)
         load = wrk(server.port, path, 64, args.drain_seconds, wait=False)
         time.sleep(args.drain_seconds / 2)
         exit_ms = server.stop(signal.SIGTERM)
@@ -157,11 +175,43 @@ def measure_step(step, binary, static, args, logfile):
         log(f"{name}: load shedding")
         result["shedding"] = []
         for limit in (10000, 32):
-            with Server(binary, logfile, ENABLE_DEBUG_ROUTES="1", MAX_CONCURRENCY=str(limit)) as server:
-                server.ready(path)
+            with Server(binary, logfile, **env, ENABLE_DEBUG_ROUTES="1", MAX_CONCURRENCY=str(limit)) as server:
+                server.ready(ready)
                 run = wrk(server.port, SLOW, 256, max(1, args.load_seconds // 2))
                 result["shedding"].append({**run, "max_concurrency": limit})
     return result
+
+
+def database(step):
+    """A fresh database for `step` on $DATABASE_URL's server: its URL."""
+    url, name = os.environ["DATABASE_URL"], "bench_" + step.replace("-", "_")
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql], check=True, capture_output=True)
+    return urllib.parse.urlsplit(url)._replace(path="/" + name).geturl()
+
+
+def grpc_against_rest(port, item, args, workdir):
+    """The health check and the item over REST and over gRPC, each by h2load over h2c on LOAD_CPU with
+    64 connections of one stream each; p99 from h2load's per-request log."""
+    key, runs = item.rsplit("/", 1)[1].encode(), []
+    for protocol, path, message in (("REST", "/healthz", None), ("gRPC", "/grpc.health.v1.Health/Check", b""),
+                                    ("REST", item, None), ("gRPC", "/items.v1.ItemService/GetItem",
+                                                           b"\x0a" + bytes([len(key)]) + key)):  # GetItemRequest{id}
+        extra = []
+        if message is not None:  # not compressed (0), the message's length (4 bytes, big-endian), the message
+            (body := workdir / "grpc.bin").write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+            extra = ["-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+        log(f"  h2load {protocol} {path} -c64 -m1 -D{args.load_seconds}")
+        (requests := workdir / "h2load.tsv").unlink(missing_ok=True)
+        out = subprocess.run(["taskset", "-c", str(LOAD_CPU), "h2load", "-t1", "-c64", "-m1", "--warm-up-time=1",
+                              f"-D{args.load_seconds}", f"--log-file={requests}", *extra, f"http://127.0.0.1:{port}{path}"],
+                             text=True, capture_output=True, timeout=120).stdout
+        us, done = sorted(int(line.split("\t")[2]) for line in requests.read_text().splitlines()), out.split("requests:")[1].split()
+        if message is not None and int(out.split(") data")[0].rsplit("(", 1)[1]) < len(us):  # an error: trailers only
+            raise RuntimeError(f"h2load {path}: answers without a message (a gRPC error status)")
+        runs.append({"protocol": protocol, "route": path, "rps": round(len(us) / args.load_seconds), "p50_ms": us[len(us) // 2] / 1e3,
+                     "p99_ms": us[len(us) * 99 // 100] / 1e3, "failed": int(done[8]) + int(done[10])})
+    return runs
 
 
 def alternate(variants, path, args, workdir):
@@ -253,7 +303,7 @@ def targets(report):
                  ["`POST /api/items` no latency above 10 ms at 64 connections",
                   f"p99 {r['p99_ms']} ms, max {r['max_ms']} ms", r["max_ms"] <= 10]]
     cold, cold_static = step["cold_start_ms"]["median"], step.get("cold_start_static_ms", {}).get("median")
-    rows += [["cold start ≤ 2.5 ms median", f"{cold} ms (static: {cold_static} ms)", min(cold, cold_static or cold) <= 2.5],
+    rows += [["cold start ≤ 2.5 ms median", f"{cold} ms (static: {num(cold_static)} ms)", min(cold, cold_static or cold) <= 2.5],
              ["idle RSS ≤ 3 MB", mb(step["rss_idle_kib"] * 1024), step["rss_idle_kib"] * 1024 <= 3e6],
              ["static stripped binary ≤ 2 MB", mb(step["static_size_bytes"]), (step["static_size_bytes"] or 3e6) <= 2e6]]
     b = report.get("build_times") or {}
@@ -276,14 +326,64 @@ def targets(report):
     return lines
 
 
-def render(report):
-    m, git, steps = report["machine"], report["git"], [s for s in report["steps"] if "skipped" not in s]
+def chart(title, xlabel, labels, panels):
+    """An SVG bar chart, as text: one panel per (axis label, values), side by side, over the same x labels."""
+    width, out = 40 + 300 * len(panels), []
+    for i, (ylabel, values) in enumerate(panels):  # each panel: x from x0, 240 wide; y from 200 (0) up to 40 (top)
+        x0, step, peak = 70 + 300 * i, 240 / len(values), max([v for v in values if v] or [1])
+        top = next(f * 10 ** math.floor(math.log10(peak)) for f in (1, 2, 5, 10) if f * 10 ** math.floor(math.log10(peak)) >= peak)
+        out += [f'<text transform="translate({x0 - 48},120) rotate(-90)" text-anchor="middle">{ylabel}</text>',
+                f'<text x="{x0 + 120}" y="240" text-anchor="middle">{xlabel}</text>',
+                f'<path d="M{x0},40V200H{x0 + 240}" fill="none" stroke="#333"/>']
+        out += [f'<text x="{x0 - 4}" y="{204 - 160 * t / top}" text-anchor="end">{t:,g}</text>' for t in (0, top / 2, top)]
+        for j, (label, v) in enumerate(zip(labels, values)):
+            x, bar, text = x0 + step * (j + 0.5), 160 * (v or 0) / top, "–" if v is None else f"{v / 1e3:.3g} k" if v >= 1e3 else f"{v:.3g}"
+            out += [f'<rect x="{x - 0.35 * step:.1f}" y="{200 - bar:.1f}" width="{0.7 * step:.1f}" height="{bar:.1f}" fill="#4a7ab5"/>',
+                    f'<text x="{x:.1f}" y="214" text-anchor="middle">{label}</text>',
+                    f'<text x="{x:.1f}" y="{197 - bar:.1f}" text-anchor="middle" font-size="9">{text}</text>']
+    return "\n".join([f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="260" viewBox="0 0 {width} 260" '
+                      'font-family="sans-serif" font-size="11">', f"<title>{html.escape(title)}</title>",
+                      '<rect width="100%" height="100%" fill="#fff"/>',
+                      f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">{html.escape(title)}</text>', *out, "</svg>"])
+
+
+def stamp(report):
+    m, git = report["machine"], report["git"]
     busy = max(report["loadavg_start"], report["loadavg_end"]) > 0.7
     dirty = f" + {git['dirty_paths']} uncommitted paths" if git["dirty_paths"] else ""
-    lines = [f"*Measured {report['date'][:10]} by `.ci/bench` ({report['mode']} run) on {m['cpus']} cores ({m['cpu_model']}), "
-             f"{m['rustc']}; load average {report['loadavg_start']} at start and {report['loadavg_end']} at the end"
-             + (": **a shared machine with other work running**, so read ratios, not absolutes" if busy else "")
-             + f". Git: {git['commit']}{dirty}.*"]
+    return (f"*Measured {report['date'][:10]} by `.ci/bench` ({report['mode']} run) on {m['cpus']} cores ({m['cpu_model']}), "
+            f"{m['rustc']}; load average {report['loadavg_start']} at start and {report['loadavg_end']} at the end"
+            + (": **a shared machine with other work running**, so read ratios, not absolutes" if busy else "")
+            + f". Git: {git['commit']}{dirty}.*")
+
+
+def render_database(report):
+    """bench-postgres.md (step-07 against its targets, the pool sweep) and bench-grpc.md (step-08)."""
+    by = {s["package"]: s for s in report["steps"] if "skipped" not in s}
+    lines = [stamp(report), "", "Server pinned to CPU 0, load generator on CPU 1, PostgreSQL (local; fsync and synchronous "
+             "commit off: nothing waits for a disk) free to run on both."]
+    grpc = lines + ["", "*Step-08 was not measured.*"]
+    if s := by.get("step-07"):
+        runs = {(r["method"], r["route"]): r for r in s["runs"] if r["connections"] == 64}
+        rows = [(m, limit, r) for m, limit in (("GET", 15000), ("POST", 8000))
+                if (r := runs.get((m, "/api/items/{id}" if m == "GET" else "/api/items")))]
+        lines += table("step-07 at 64 connections:<|req/s:>|p99:>|target:<|met?:^", [
+            [f"`{m} {r['route']}`", num(r["rps"]), f"{num(r['p99_ms'])} ms", f"≥ {limit:,} req/s, p99 ≤ 20 ms",
+             "yes" if r["rps"] >= limit and r["p99_ms"] <= 20 else "**no**"] for m, limit, r in rows])
+        lines += table("DB_MAX_CONNECTIONS:>|`GET /api/items/{id}` req/s:>|p50:>|p99:>|non-2xx:>", [
+            [r["pool"], num(r["rps"]), f"{num(r['p50_ms'])} ms", f"{num(r['p99_ms'])} ms", r["non2xx"]]
+            for r in s.get("pool_sweep", [])])
+    if g := by.get("step-08", {}).get("grpc"):
+        grpc = lines[:3] + table("step-08, h2c, 64 connections × 1 stream:<|req/s:>|p50:>|p99:>|failed:>", [
+            [f"{r['protocol']} `{r['route']}`", num(r["rps"]), f"{num(r['p50_ms'])} ms", f"{num(r['p99_ms'])} ms", r["failed"]]
+            for r in g])
+    return {"bench-postgres.md": lines if "step-07" in by else lines + ["", "*Step-07 was not measured.*"],
+            "bench-grpc.md": grpc}
+
+
+def render(report):
+    steps = [s for s in report["steps"] if "skipped" not in s]
+    lines = [stamp(report)]
     cold = lambda c: f"{c['median']:.2f} ms ({c['p90']:.2f})" if c else "–"
     lines += table("step:<|binary:>|static, stripped:>|cold start median (p90):>|cold start, static:>|idle RSS:>|"
                    "peak RSS after load:>", [[s["package"], s["skipped"], "", "", "", "", ""] if "skipped" in s else [
@@ -298,12 +398,8 @@ def render(report):
                        [s["package"], num(d["requests"]), f"{num(d['sigterm_to_exit_ms'])} ms", d["exit_code"], d["non2xx"],
                         d["errors"]["read"], d["errors"]["timeout"], d["errors"]["connect"] + d["errors"]["write"]]
                        for s in steps if (d := s.get("drain"))])
-    lines += ["", "Drain: SIGTERM half-way through the wrk run (steps that handle it). *Read errors* are requests wrk "
-              "wrote on a connection that was closed before the server read them: a keep-alive connection the server "
-              "closed as idle, or a connection still waiting in the kernel's accept queue when the listener closed. "
-              "*Refused after close* are wrk's reconnects once the listener is closed (wrk's non-blocking connect "
-              "reports the refusal as a write error). A request the server had read and then dropped would show as a "
-              "non-2xx or a timeout, and the exit code would be 1 (drain deadline passed)."]
+    lines += ["", "Drain: SIGTERM half-way through the wrk run (steps that handle it; the columns are explained "
+              "under [Graceful drain](#what-each-number-means-on-cloud-run))."]
     if b := report.get("build_times"):
         clean = b.get("clean_workspace_debug_s")
         clean = f"clean debug build of the workspace: **{clean} s**; " if clean else ""
@@ -342,6 +438,25 @@ def render_release_profile(report):
             "stripped, fat LTO, one codegen unit."]
 
 
+def write(report, out):
+    """The tables and charts from a report (bench.json), so that they can be redrawn without measuring again."""
+    health = [(s["package"][-2:], next(r for r in s["runs"] if r["connections"] == 64)) for s in report["steps"] if s.get("runs")]
+    pool = next((s["pool_sweep"] for s in report["steps"] if s.get("pool_sweep")), [])
+    note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
+    files = {"bench.md": render(report), "bench-shedding.md": render_shedding(report),
+             "release-profile.md": render_release_profile(report), **render_database(report),
+             "bench-steps.svg": [chart("Each step's health route, 64 connections", "step", [n for n, _ in health],
+                                       [("requests per second", [r["rps"] for _, r in health]),
+                                        ("p99 latency (ms)", [r["p99_ms"] for _, r in health])])]}
+    if pool:
+        files["bench-pool.svg"] = [chart("step-07, GET /api/items/{id}, 64 connections", "DB_MAX_CONNECTIONS",
+                                         [r["pool"] for r in pool], [("requests per second", [r["rps"] for r in pool]),
+                                                                     ("p99 latency (ms)", [r["p99_ms"] for r in pool])])]
+    for name, lines in files.items():
+        (out / name).write_text(note + "\n".join(lines) + "\n")
+    log(f"wrote bench.json, {', '.join(files)} to {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every measurement, briefly (numbers indicative only)")
@@ -373,19 +488,26 @@ def main():
     steps = []
     for manifest in sorted(ROOT.glob("steps/*/Cargo.toml")):
         package = tomllib.loads(manifest.read_text())["package"]
-        health = package.get("metadata", {}).get("workshop", {}).get("health")
-        if health and (not args.steps or package["name"] in args.steps):
-            steps.append({"package": package["name"], "dir": manifest.parent, "health": health})
+        workshop = package.get("metadata", {}).get("workshop", {})
+        if workshop.get("health") and (not args.steps or package["name"] in args.steps):
+            db = workshop.get("database", False)  # loads wait for /readyz: the database is reachable
+            steps.append({"package": package["name"], "dir": manifest.parent, "health": workshop["health"],
+                          "database": db, "ready": "/readyz" if db else workshop["health"], "env": {}})
     packages = [s["package"] for s in steps]
     log(f"release builds (as built, and static) of {', '.join(packages)} in {target_dir}")
     built = build(packages, target_dir, "--release")
-    static = build(packages, target_dir, "--release", "--target", TARGET, env=STATIC)
-    errors = (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired, StopIteration, KeyError)
+    static = build([s["package"] for s in steps if not (args.quick and s["database"])], target_dir, "--release",
+                   "--target", TARGET, env=STATIC)  # --quick: no second build of sqlx and tonic
+    errors = (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError, StopIteration, LookupError)
     for step in steps:
         entry = {"package": step["package"], "health_path": step["health"], "skipped": "does not build"}
-        if step["package"] in built:
+        if step["database"] and "DATABASE_URL" not in os.environ:
+            entry["skipped"] = "needs PostgreSQL"
+        elif step["package"] in built:
             try:
                 del entry["skipped"]
+                if step["database"]:
+                    step["env"] = {"DATABASE_URL": database(step["package"])}
                 entry.update(measure_step(step, built[step["package"]], static.get(step["package"]), args,
                                           workdir / f"{step['package']}.log"))
             except errors as error:
@@ -408,10 +530,7 @@ def main():
             log(f"{key}: {error}")
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
     (out / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    for name, lines in (("bench", render(report)), ("bench-shedding", render_shedding(report)),
-                        ("release-profile", render_release_profile(report))):
-        (out / f"{name}.md").write_text("<!-- Written by .ci/bench: do not edit. -->\n" + "\n".join(lines) + "\n")
-    log(f"wrote bench.json, bench.md, bench-shedding.md and release-profile.md to {out}")
+    write(report, out)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
