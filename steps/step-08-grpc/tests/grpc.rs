@@ -270,20 +270,8 @@ async fn without_a_client_deadline_the_request_timeout_applies() {
 // ANCHOR: dropped_stream
 #[tokio::test]
 async fn a_client_that_drops_a_stream_stops_the_servers_stream_task() {
-    let (server, store) = start_memory(2000, &[]).await;
     // About 4 MB of items: far more than the connection's buffers hold.
-    fill(&store, 2000).await;
-    let mut items = client(server.addr).await;
-    let mut stream = items
-        .list_items(pb::ListItemsRequest::default())
-        .await
-        .expect("a stream")
-        .into_inner();
-    stream
-        .message()
-        .await
-        .expect("no error")
-        .expect("a first item");
+    let (server, _items, stream) = common::a_long_stream().await;
     let streams = server.grpc.streams.clone();
     assert_eq!(
         streams.running.load(Ordering::Relaxed),
@@ -310,19 +298,7 @@ async fn a_client_that_drops_a_stream_stops_the_servers_stream_task() {
 
 #[tokio::test]
 async fn draining_ends_an_open_stream_with_unavailable() {
-    let (server, store) = start_memory(2000, &[]).await;
-    fill(&store, 2000).await;
-    let mut items = client(server.addr).await;
-    let mut stream = items
-        .list_items(pb::ListItemsRequest::default())
-        .await
-        .expect("a stream")
-        .into_inner();
-    stream
-        .message()
-        .await
-        .expect("no error")
-        .expect("a first item");
+    let (server, _items, mut stream) = common::a_long_stream().await;
 
     server.grpc.draining.cancel();
     let mut read = 1;

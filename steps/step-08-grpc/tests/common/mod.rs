@@ -71,6 +71,30 @@ pub async fn client(addr: SocketAddr) -> ItemServiceClient<Channel> {
     ItemServiceClient::new(channel(addr).await)
 }
 
+/// A server with 2000 items of about 2 KB each (far more than the connection's buffers hold),
+/// and a `ListItems` stream on it whose first item has been read: the server's stream task is
+/// still sending. The client is returned too, so its connection lives as long as the test.
+pub async fn a_long_stream() -> (
+    Server,
+    ItemServiceClient<Channel>,
+    tonic::Streaming<step_08::pb::Item>,
+) {
+    let (server, store) = start_memory(2000, &[]).await;
+    fill(&store, 2000).await;
+    let mut items = client(server.addr).await;
+    let mut stream = items
+        .list_items(step_08::pb::ListItemsRequest::default())
+        .await
+        .expect("a stream")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("no error")
+        .expect("a first item");
+    (server, items, stream)
+}
+
 /// Stores `count` items whose descriptions are as long as allowed, straight into `store`.
 pub async fn fill(store: &MemoryStore, count: usize) {
     for n in 0..count {
