@@ -2,7 +2,8 @@
 //! adds to the one it grows from (the previous folder, or `grows-from` in its Cargo.toml).
 //! A step that copies (01 to 03) gets a diff per file. A step that reuses (it depends on the
 //! earlier step's library, from 04 on) gets its new files in full, then the diffs of the files
-//! both have. The code that teaches comes first, `Cargo.toml` last; `ANCHOR` lines are left out.
+//! both have. The code that teaches comes first, `Cargo.toml` last; a new file is included from
+//! the step itself (mdBook shows its `ANCHOR` lines), a diff leaves `ANCHOR` lines out.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -94,8 +95,17 @@ pub fn render(from: &Path, to: &Path) -> String {
         };
         lists[kind].push(format!("`{file}`"));
         if reuses && kind == 0 {
+            // Included from the step itself (this page lives in book/src/generated/), so the
+            // book shows compiled code, never a copy of it.
             let title = format!("<code>{file}</code>: new, {} lines", new.lines().count());
-            sections += &section(&title, "rust", &new);
+            let step = to.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let lang = match file.rsplit('.').next() {
+                Some("rs") => "rust",
+                Some("sql") => "sql",
+                _ => "text",
+            };
+            sections +=
+                &section(&title, lang, &format!("{{{{#include ../../../steps/{step}/{file}}}}}\n"));
         } else if kind < 3 {
             let diff = TextDiff::from_lines(&old, &new);
             let count = |tag| diff.iter_all_changes().filter(|c| c.tag() == tag).count();
@@ -157,8 +167,8 @@ mod tests {
                     used from `a`'s library as they are: `src/store.rs`)";
         assert!(reuse.contains(adds), "{reuse}");
         assert!(
-            reuse.contains("```rust\npub fn ready() {}\n```"),
-            "a new file is shown whole: {reuse}"
+            reuse.contains("```rust\n{{#include ../../../steps/c/src/probes.rs}}\n```"),
+            "a new file is included whole: {reuse}"
         );
         for page in [&copy, &reuse] {
             let at = |needle: &str| page.find(needle).unwrap();
