@@ -14,10 +14,12 @@
 //!   that the book includes as "what you will see";
 //! - [`env_from`]: a configuration lookup from pairs, instead of the process environment;
 //! - [`eventually`]: wait for something that happens a moment later, with a generous limit;
-//! - [`postgres`]: a real, throwaway PostgreSQL database for a test.
+//! - [`postgres`]: a real, throwaway PostgreSQL database for a test;
+//! - [`upstream`]: a scripted upstream on a real socket that records what it receives.
 #![forbid(unsafe_code)]
 
 pub mod postgres;
+pub mod upstream;
 
 mod binary;
 mod http;

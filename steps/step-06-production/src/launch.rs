@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
@@ -26,6 +28,33 @@ pub fn launch<C, Fut>(
 where
     Fut: Future<Output = Result<(), RunError>>,
 {
+    launch_with(step, config, base, |_| Extras::default(), serve)
+}
+
+// ANCHOR: extras
+/// What a later step adds around serving (step 10: its traces).
+#[derive(Default)]
+pub struct Extras {
+    /// A layer beside the log layer, in the same subscriber. It is made inside the runtime,
+    /// so it may start tasks (an exporter's connection does).
+    pub layer: Option<logging::ExtraLayer>,
+    /// Runs once serving has ended, with the time left before the platform's SIGKILL
+    /// (`GRACE_PERIOD` after the signal), while the runtime still runs.
+    pub at_exit: Option<Box<dyn FnOnce(Duration) + Send>>,
+}
+// ANCHOR_END: extras
+
+/// [`launch`], with `extras` made from the configuration once the runtime exists.
+pub fn launch_with<C, Fut>(
+    step: &str,
+    config: Result<C, String>,
+    base: impl Fn(&C) -> &Config,
+    extras: impl FnOnce(&C) -> Extras,
+    serve: impl FnOnce(C, TcpListener, Signal) -> Fut,
+) -> ExitCode
+where
+    Fut: Future<Output = Result<(), RunError>>,
+{
     let config = match config {
         Ok(config) => config,
         Err(message) => {
@@ -34,14 +63,28 @@ where
         }
     };
     let settings = base(&config).clone();
-    // Logging first, so everything after — the runtime's size included — is logged. The handle
-    // keeps the log thread alive; dropping it at the end of `launch` flushes what is queued.
-    let logs = logging::init(settings.log_format, settings.project.clone());
-    request_context::install_panic_hook();
 
     // No `#[tokio::main]`: the runtime is built by hand so its size follows the container's
     // CPU quota rather than the number of cores the machine shows.
     let workers = cpus::worker_threads(settings.worker_threads, Path::new("/sys/fs/cgroup"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{step}: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Logging next, inside the runtime (for the extras' tasks), so everything after is logged.
+    // The handle keeps the log thread alive; dropping it at the end flushes what is queued.
+    let entered = runtime.enter();
+    let extras = extras(&config);
+    let logs = logging::init_with(settings.log_format, settings.project.clone(), extras.layer);
+    drop(entered);
+    request_context::install_panic_hook();
     tracing::info!(
         worker_threads = workers.threads,
         source = workers.source,
@@ -50,21 +93,17 @@ where
         max_concurrency = settings.max_concurrency,
         "runtime sized"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.threads)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
+    // When the signal came: what is left of the grace period afterwards is `at_exit`'s.
+    let signalled = Arc::new(OnceLock::new());
+    let signal_seen = signalled.clone();
     let code = runtime.block_on(async move {
         // Install the signal handlers before announcing that we listen (see step 03).
         let signal = match shutdown_signal() {
-            Ok(signal) => Box::pin(signal) as Signal,
+            Ok(signal) => Box::pin(async move {
+                let name = signal.await;
+                let _ = signal_seen.set(Instant::now());
+                name
+            }) as Signal,
             Err(error) => {
                 tracing::error!(%error, "cannot install signal handlers");
                 return ExitCode::FAILURE;
@@ -87,6 +126,14 @@ where
             Err(_) => ExitCode::FAILURE,
         }
     });
+    if let Some(at_exit) = extras.at_exit {
+        let left = match signalled.get() {
+            Some(at) => settings.grace_period.saturating_sub(at.elapsed()),
+            None => settings.grace_period,
+        };
+        at_exit(left);
+    }
+    drop(runtime);
     let dropped = logs.dropped_lines();
     if dropped > 0 {
         eprintln!("{step}: {dropped} log lines were dropped because stdout was too slow");

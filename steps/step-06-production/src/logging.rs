@@ -56,6 +56,18 @@ pub const LOG_BUFFER_LINES: usize = 16_384;
 /// handlers wait; [`LogHandle::dropped_lines`] counts them. Losing a log line under extreme
 /// load is the lesser evil compared with latency that depends on the log pipeline.
 pub fn init(format: LogFormat, project: Option<String>) -> LogHandle {
+    init_with(format, project, None)
+}
+
+/// A layer a later step puts beside the log layer (step 10: the one that exports spans).
+pub type ExtraLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// [`init`], with `extra` in the same subscriber, first: `RUST_LOG` filters for it too.
+pub fn init_with(
+    format: LogFormat,
+    project: Option<String>,
+    extra: Option<ExtraLayer>,
+) -> LogHandle {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -75,7 +87,7 @@ pub fn init(format: LogFormat, project: Option<String>) -> LogHandle {
         .unwrap_or_else(|| {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
         });
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(extra).with(filter);
     match format {
         LogFormat::Json => registry.with(CloudLogging::new(writer, project)).init(),
         LogFormat::Text => {
