@@ -129,6 +129,7 @@ async fn a_rest_request_is_one_trace_through_the_database_and_each_upstream_atte
         sent, expected,
         "each attempt sent its own span as the upstream's parent"
     );
+    common::waterfall::check_or_write(&spans);
 }
 // ANCHOR_END: rest
 

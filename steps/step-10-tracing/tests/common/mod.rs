@@ -2,6 +2,8 @@
 //! in-process (on PostgreSQL or on the memory store), and the log lines it wrote.
 #![allow(dead_code)] // Each test file uses a different part of it.
 
+pub mod waterfall;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
