@@ -4,8 +4,8 @@ explains every figure. For each step whose Cargo.toml names a `health` path: bin
 cold start (spawn -> first 200, a tight connect loop), idle and peak RSS, wrk loads (server on
 CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (steps with MAX_CONCURRENCY), the pool
 sweep (step-07), gRPC against REST (step-08), the cost of per-request logging and of opt-level
-"z" (step-04), and build times. Steps with `database = true` get a fresh database on
-$DATABASE_URL's server."""
+"z" (step-04), step-09 in front of a failing inventory, and build times. Steps with
+`database = true` get a fresh database on $DATABASE_URL's server."""
 
 import argparse, datetime, html, http.client, json, math, os, shutil, signal, socket, statistics, subprocess
 import sys, tempfile, time, tomllib, urllib.parse
@@ -99,11 +99,11 @@ class Server:
         return round((time.perf_counter() - t0) * 1e3, 2)
 
 
-def wrk(port, path, connections, seconds, post=False, wait=True):
-    """A wrk run on LOAD_CPU; .ci/bench.d/wrk.lua prints its results as JSON."""
+def wrk(port, path, connections, seconds, post=False, wait=True, **env):
+    """A wrk run on LOAD_CPU; .ci/bench.d/wrk.lua prints its results as JSON (`env` for it)."""
     cmd = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
            "--timeout", "2s", "-s", str(Path(__file__).with_name("wrk.lua")), f"http://127.0.0.1:{port}{path}"]
-    env = {**os.environ, **({"BENCH_POST": ITEM} if post else {})}
+    env = {**os.environ, **({"BENCH_POST": ITEM} if post else {}), **env}
     proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return wrk_result(proc) if wait else proc
 
@@ -227,6 +227,37 @@ def alternate(variants, path, args, workdir):
     medians = {n: {"rps_median": statistics.median(r["rps"] for r in rs),
                    "p99_ms_median": statistics.median(r["p99_ms"] for r in rs)} for n, rs in runs.items()}
     return {"route": path, "rounds": rounds, "seconds": seconds, "variants": medians}
+
+
+def send(port, method, path, body=None):
+    """One request: the answer's JSON, or None."""
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    client.request(method, path, body, {"Content-Type": "application/json"})
+    reply = client.getresponse().read()
+    return json.loads(reply) if reply.startswith(b"{") else None
+
+
+def resilience(binary, args, workdir):
+    """Step-09's `GET /api/items/{id}` under wrk while its inventory is well, fails every other request, then
+    every one: the service's answers and the requests the inventory received, with the breaker and the retry
+    budget on and off (3 attempts and the deadline stay in both; the bulkhead is as wide as the load)."""
+    seconds, db, runs = 1 if args.quick else 10, database("step-09-resilience"), []
+    for defences, env in (("on", {}), ("off", {"BREAKER_ENABLED": "0", "RETRY_BUDGET_ENABLED": "0"})):
+        log(f"step-09 against a failing inventory, breaker and budget {defences}")
+        with Server(Path(binary).with_name("inventory"), workdir / "inventory.log") as inventory, \
+                Server(binary, workdir / "step-09.log", DATABASE_URL=db, UPSTREAM_MAX_CONCURRENCY="64", **env,
+                       UPSTREAM_URL=f"http://127.0.0.1:{inventory.port}") as server:
+            inventory.ready("/stats")
+            server.ready("/readyz")
+            item = f"/api/items/{send(server.port, 'POST', '/api/items', ITEM)['id']}"
+            wrk(server.port, item, 64, 1)  # warm-up
+            for mode in ("ok", "flaky", "fail"):
+                send(inventory.port, "PUT", f"/mode/{mode}")
+                before = send(inventory.port, "GET", "/stats")["served"]
+                run = wrk(server.port, item, 64, seconds, BENCH_DEGRADED="1")
+                runs.append({**run, "defences": defences, "inventory": mode,
+                             "upstream_requests": send(inventory.port, "GET", "/stats")["served"] - before})
+    return {"seconds": seconds, "runs": runs}
 
 
 def release_profile(step, static, target_dir, args, workdir):
@@ -381,6 +412,27 @@ def render_database(report):
             "bench-grpc.md": grpc}
 
 
+def render_resilience(report):
+    """bench-resilience.md and .svg: step-09 in front of a failing inventory, its defences on and off."""
+    res, modes = report["resilience"], {"ok": "well", "flaky": "fails ½", "fail": "down"}
+    share = lambda n, r: f"{100 * n / max(r['requests'], 1):.1f} %"
+    lines = [stamp(report), "", f"step-09, `GET /api/items/{{id}}`, wrk at 64 connections for {res['seconds']} s per "
+             "inventory state, in this order; in both runs `UPSTREAM_TIMEOUT` 1 s, 3 attempts, and "
+             "`UPSTREAM_MAX_CONCURRENCY=64`: the bulkhead never refuses, so the rows compare the breaker and the budget alone."]
+    lines += table("breaker + budget:<|inventory:<|req/s:>|p50:>|p99:>|degraded:>|errors:>|inventory received:>|"
+                   "per request:>", [[r["defences"], modes[r["inventory"]], num(r["rps"]), f"{num(r['p50_ms'])} ms",
+                                      f"{num(r['p99_ms'])} ms", share(r["degraded"], r),
+                                      share(r["non2xx"] + sum(r["errors"].values()), r), num(r["upstream_requests"]),
+                                      f"{r['upstream_requests'] / max(r['requests'], 1):.2f}"] for r in res["runs"]])
+    bad = sorted((r for r in res["runs"] if r["inventory"] != "ok"), key=lambda r: r["inventory"] == "fail")
+    return {"bench-resilience.md": lines, "bench-resilience.svg": [chart(
+        "step-09 while its inventory fails: breaker and retry budget on or off", "breaker + budget, inventory",
+        [f"{r['defences']}, {modes[r['inventory']].split()[-1]}" for r in bad],
+        [("p99 latency (ms)", [r["p99_ms"] for r in bad]),
+         ("answers without stock (%)", [100 * r["degraded"] / max(r["requests"], 1) for r in bad]),
+         ("inventory requests per answer", [round(r["upstream_requests"] / max(r["requests"], 1), 2) for r in bad])])]}
+
+
 def render(report):
     steps = [s for s in report["steps"] if "skipped" not in s]
     lines = [stamp(report)]
@@ -438,12 +490,17 @@ def render_release_profile(report):
             "stripped, fat LTO, one codegen unit."]
 
 
-def write(report, out):
-    """The tables and charts from a report (bench.json), so that they can be redrawn without measuring again."""
+def write(report, out, name="bench.json"):
+    """The report (`name`) and the tables and charts from it, so that they can be redrawn without measuring again;
+    without "steps" (--resilience-only), only bench-resilience.*."""
+    (out / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
+    files = render_resilience(report) if report.get("resilience") else {}
+    if "steps" not in report:
+        return write_files(files, out, note, name)
     health = [(s["package"][-2:], next(r for r in s["runs"] if r["connections"] == 64)) for s in report["steps"] if s.get("runs")]
     pool = next((s["pool_sweep"] for s in report["steps"] if s.get("pool_sweep")), [])
-    note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
-    files = {"bench.md": render(report), "bench-shedding.md": render_shedding(report),
+    files |= {"bench.md": render(report), "bench-shedding.md": render_shedding(report),
              "release-profile.md": render_release_profile(report), **render_database(report),
              "bench-steps.svg": [chart("Each step's health route, 64 connections", "step", [n for n, _ in health],
                                        [("requests per second", [r["rps"] for _, r in health]),
@@ -452,9 +509,13 @@ def write(report, out):
         files["bench-pool.svg"] = [chart("step-07, GET /api/items/{id}, 64 connections", "DB_MAX_CONNECTIONS",
                                          [r["pool"] for r in pool], [("requests per second", [r["rps"] for r in pool]),
                                                                      ("p99 latency (ms)", [r["p99_ms"] for r in pool])])]
-    for name, lines in files.items():
-        (out / name).write_text(note + "\n".join(lines) + "\n")
-    log(f"wrote bench.json, {', '.join(files)} to {out}")
+    write_files(files, out, note, name)
+
+
+def write_files(files, out, note, name):
+    for file, lines in files.items():
+        (out / file).write_text(note + "\n".join(lines) + "\n")
+    log(f"wrote {name}, {', '.join(files)} to {out}")
 
 
 def main():
@@ -464,7 +525,10 @@ def main():
     parser.add_argument("--steps", nargs="*", help="only these packages, e.g. step-04")
     parser.add_argument("--no-build-times", action="store_true", help="skip the build timings")
     parser.add_argument("--no-release-profile", action="store_true", help='skip opt-level 3 vs "z" (a release build)')
+    parser.add_argument("--resilience-only", action="store_true", help="only step-09 against a failing inventory: "
+                        "writes bench-resilience.json, .md and .svg")
     args = parser.parse_args()
+    args.steps = ["step-09"] if args.resilience_only else args.steps
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench: needs two CPUs (server on one, load generator on the other)")
     args.cold_runs, args.load_seconds, args.drain_seconds = (5, 1, 2) if args.quick else (30, 8, 4)
@@ -496,6 +560,9 @@ def main():
     packages = [s["package"] for s in steps]
     log(f"release builds (as built, and static) of {', '.join(packages)} in {target_dir}")
     built = build(packages, target_dir, "--release")
+    if args.resilience_only:  # no other measurement, and no report of the steps
+        steps = []
+        del report["steps"]
     static = build([s["package"] for s in steps if not (args.quick and s["database"])], target_dir, "--release",
                    "--target", TARGET, env=STATIC)  # --quick: no second build of sqlx and tonic
     errors = (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError, StopIteration, LookupError)
@@ -523,14 +590,17 @@ def main():
         extras["release_profile"] = lambda: release_profile(step04, static, target_dir, args, workdir)
     if step04 and not args.no_build_times:
         extras["build_times"] = lambda: build_times(step04, target_dir, args.quick)
+    if "step-09" in built and "DATABASE_URL" in os.environ:
+        extras["resilience"] = lambda: resilience(built["step-09"], args, workdir)
+    elif args.resilience_only:
+        sys.exit("bench: --resilience-only needs step-09 built and PostgreSQL")
     for key, measure in extras.items():
         try:
             report[key] = measure()
         except errors as error:
             log(f"{key}: {error}")
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
-    (out / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    write(report, out)
+    write(report, out, "bench-resilience.json" if args.resilience_only else "bench.json")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

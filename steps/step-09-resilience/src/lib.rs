@@ -42,7 +42,7 @@ pub struct Config {
     /// Everything step 08 reads (step 07's, with HTTP/2 on).
     pub base: step_07::Config,
     /// `UPSTREAM_URL`, `UPSTREAM_TIMEOUT`, `UPSTREAM_MAX_CONCURRENCY`, `BREAKER_FAILURES`,
-    /// `BREAKER_COOLDOWN`.
+    /// `BREAKER_COOLDOWN`, `BREAKER_ENABLED`, `RETRY_BUDGET_ENABLED`.
     pub upstream: UpstreamConfig,
 }
 

@@ -7,7 +7,8 @@
 //!           create an item and `curl -i localhost:8080/api/items/item-1`; stop the inventory
 //!           (Ctrl-C) and watch the breaker open and, once it is back, close in the logs.
 //! Settings: step 08's, plus `UPSTREAM_URL`, `UPSTREAM_TIMEOUT`, `UPSTREAM_MAX_CONCURRENCY`,
-//!           `BREAKER_FAILURES`, `BREAKER_COOLDOWN` (see upstream.rs).
+//!           `BREAKER_FAILURES`, `BREAKER_COOLDOWN`, and, to measure what they save,
+//!           `BREAKER_ENABLED` and `RETRY_BUDGET_ENABLED` (see upstream.rs).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

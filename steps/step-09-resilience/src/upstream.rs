@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,8 +21,9 @@ use step_04::store::ItemId;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
-use crate::breaker::{Breaker, BreakerSettings};
+use crate::breaker::{Breaker, BreakerSettings, State};
 use crate::retry::{Jitter, RetryBudget, RetryPolicy, is_idempotent, is_retryable_status};
 
 // ANCHOR: settings
@@ -54,6 +55,12 @@ pub struct Settings {
     pub max_concurrency: usize,
     /// `BREAKER_FAILURES` (1 to 1 000) and `BREAKER_COOLDOWN`.
     pub breaker: BreakerSettings,
+    /// `BREAKER_ENABLED` (default 1): 0 never opens the breaker, every attempt goes out.
+    /// For measuring what it saves (`.ci/bench`), not for production.
+    pub breaker_enabled: bool,
+    /// `RETRY_BUDGET_ENABLED` (default 1): 0 retries every retryable failure, still within
+    /// `max_attempts` and the deadline. For measuring, like `BREAKER_ENABLED`.
+    pub retry_budget_enabled: bool,
     /// Not read from the environment: the Go article's policy.
     pub retry: RetryPolicy,
 }
@@ -67,6 +74,8 @@ impl Default for Settings {
                 failures: DEFAULT_BREAKER_FAILURES,
                 cooldown: DEFAULT_BREAKER_COOLDOWN,
             },
+            breaker_enabled: true,
+            retry_budget_enabled: true,
             retry: RetryPolicy::default(),
         }
     }
@@ -113,6 +122,8 @@ impl UpstreamConfig {
                     failures: failures.map_or(DEFAULT_BREAKER_FAILURES, |n| n as u32),
                     cooldown: vars.duration("BREAKER_COOLDOWN", DEFAULT_BREAKER_COOLDOWN, false)?,
                 },
+                breaker_enabled: vars.flag("BREAKER_ENABLED", true)?,
+                retry_budget_enabled: vars.flag("RETRY_BUDGET_ENABLED", true)?,
                 retry: defaults.retry,
             },
         })
@@ -167,6 +178,32 @@ impl CallError {
 }
 // ANCHOR_END: error
 
+// ANCHOR: observer
+/// What a later step may add around each attempt without touching the defences (step 10: a
+/// client span, and the trace sent along). The default adds nothing.
+pub trait Observer: Send + Sync {
+    /// The span attempt `attempt` (1 for the first) of `method url` runs in, the breaker being
+    /// in `breaker`.
+    fn attempt_span(&self, method: &Method, url: &str, attempt: u32, breaker: State) -> Span {
+        let _ = (method, url, attempt, breaker);
+        Span::none()
+    }
+    /// Adds headers to the attempt's request; runs inside the attempt's span.
+    fn headers(&self, headers: &mut HeaderMap) {
+        let _ = headers;
+    }
+    /// How the attempt ended.
+    fn outcome(&self, span: &Span, outcome: &Result<Bytes, CallError>) {
+        let _ = (span, outcome);
+    }
+}
+
+/// The default [`Observer`].
+struct Unobserved;
+
+impl Observer for Unobserved {}
+// ANCHOR_END: observer
+
 // ANCHOR: client
 /// The upstream: one pooled client and the state of its defences, built once at start-up and
 /// shared by every request.
@@ -179,6 +216,7 @@ pub struct Upstream {
     budget: RetryBudget,
     jitter: Jitter,
     opened: Arc<AtomicU64>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Upstream {
@@ -208,7 +246,14 @@ impl Upstream {
             budget: RetryBudget::default(),
             jitter: Jitter::default(),
             opened,
+            observer: Arc::new(Unobserved),
         }
+    }
+
+    /// The same upstream, with `observer` told about every attempt.
+    pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Upstream {
+        self.observer = observer;
+        self
     }
 
     /// Connections opened since start: with reuse, no more than calls ever in flight at once
@@ -261,15 +306,26 @@ impl Upstream {
         self.budget.deposit();
         let mut attempt = 1;
         loop {
-            let permit = self.breaker.try_acquire().ok_or(CallError::BreakerOpen)?;
+            let permit = if self.settings.breaker_enabled {
+                Some(self.breaker.try_acquire().ok_or(CallError::BreakerOpen)?)
+            } else {
+                None
+            };
+            let url = format!("{}{path}", self.base);
+            let span = self
+                .observer
+                .attempt_span(&method, &url, attempt, self.breaker.state());
+            let sent = self.attempt(&method, &url, until).instrument(span.clone());
             // Waits for the answer, or for `until`: then the attempt is dropped, and with it
             // its connection (half-used, it cannot go back to the pool).
-            let outcome =
-                match tokio::time::timeout_at(until, self.attempt(&method, path, until)).await {
-                    Ok(outcome) => outcome,
-                    Err(_elapsed) => Err(CallError::TimedOut),
-                };
-            permit.record(!outcome.as_ref().is_err_and(CallError::is_failure));
+            let outcome = match tokio::time::timeout_at(until, sent).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => Err(CallError::TimedOut),
+            };
+            self.observer.outcome(&span, &outcome);
+            if let Some(permit) = permit {
+                permit.record(!outcome.as_ref().is_err_and(CallError::is_failure));
+            }
             let error = match outcome {
                 Ok(body) => return Ok(body),
                 Err(error) => error,
@@ -289,7 +345,7 @@ impl Upstream {
                 );
                 return Err(error);
             }
-            if !self.budget.withdraw() {
+            if self.settings.retry_budget_enabled && !self.budget.withdraw() {
                 tracing::warn!(attempt, ?error, "not retrying: the retry budget is spent");
                 return Err(error);
             }
@@ -310,16 +366,17 @@ impl Upstream {
     async fn attempt(
         &self,
         method: &Method,
-        path: &str,
+        url: &str,
         until: Instant,
     ) -> Result<Bytes, CallError> {
         let left = until.saturating_duration_since(Instant::now());
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.base))
+            .uri(url)
             .header(BUDGET_HEADER, left.as_millis().max(1).to_string())
             .body(Empty::new())
             .map_err(|_| CallError::Broken)?;
+        self.observer.headers(request.headers_mut());
         // Waits for a pooled connection (or a new one) and the answer's head.
         let response = self.client.request(request).await.map_err(|error| {
             if error.is_connect() {
@@ -400,5 +457,25 @@ mod tests {
         ] {
             assert_eq!(parse_url(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_breaker_and_the_budget_are_on_unless_set_to_0() {
+        let read = |pairs: &[(&str, &str)]| {
+            UpstreamConfig::from_lookup(testkit::env_from(pairs))
+                .map(|c| (c.settings.breaker_enabled, c.settings.retry_budget_enabled))
+        };
+
+        assert_eq!(read(&[]), Ok((true, true)));
+        assert_eq!(read(&[("BREAKER_ENABLED", "0")]), Ok((false, true)));
+        assert_eq!(
+            read(&[("RETRY_BUDGET_ENABLED", "false")]),
+            Ok((true, false))
+        );
+        let refused = read(&[("RETRY_BUDGET_ENABLED", "off")]).unwrap_err();
+        assert!(
+            refused.starts_with("RETRY_BUDGET_ENABLED must be 1 or 0"),
+            "{refused}"
+        );
     }
 }

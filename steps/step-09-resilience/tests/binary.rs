@@ -42,6 +42,12 @@ async fn bad_upstream_settings_are_one_line_and_exit_2() {
             "0",
             "BREAKER_COOLDOWN must be a duration",
         ),
+        ("BREAKER_ENABLED", "off", "BREAKER_ENABLED must be 1 or 0"),
+        (
+            "RETRY_BUDGET_ENABLED",
+            "no",
+            "RETRY_BUDGET_ENABLED must be 1 or 0",
+        ),
     ] {
         let line = testkit::assert_config_refused(BIN, &[db, (name, value)]).await;
         assert!(line.starts_with(&format!("step-09: {says}")), "{line}");
@@ -63,6 +69,8 @@ async fn the_inventory_honours_port_and_can_be_told_to_fail() {
 
     assert_eq!(told.expect("answered").status, 200);
     assert_eq!(stock.status, 503);
+    // What it received, failed or not: what `.ci/bench` reads.
+    assert_eq!(get(inventory.addr, "/stats").await.json()["served"], 1);
 }
 
 // ANCHOR: learner_test

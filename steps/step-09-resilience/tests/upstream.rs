@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::Method;
 use step_09::breaker::State;
-use step_09::upstream::CallError;
+use step_09::upstream::{CallError, Settings, UpstreamConfig};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -136,6 +136,48 @@ async fn the_retry_budget_caps_upstream_attempts_under_steady_failure() {
     );
 }
 // ANCHOR_END: budget_test
+
+/// The settings `pairs` of environment give, with quick retries.
+fn from_env(pairs: &[(&str, &str)]) -> Settings {
+    let config = UpstreamConfig::from_lookup(testkit::env_from(pairs)).expect("valid");
+    let mut settings = config.settings;
+    settings.retry.base = Duration::from_micros(100);
+    settings
+}
+
+#[tokio::test]
+async fn retry_budget_enabled_0_retries_every_failed_call() {
+    let upstream = Scripted::start(|_| Answer::Status(503)).await;
+    let mut settings = from_env(&[("RETRY_BUDGET_ENABLED", "0")]);
+    settings.breaker.failures = 1_000_000;
+    let stock = client(&upstream, settings);
+
+    for _ in 0..300 {
+        let _ = stock.stock(ID, None).await;
+    }
+
+    // Three attempts for each call, where the budget allows 310 to 341 (the test above).
+    assert_eq!(upstream.count(), 900);
+}
+
+#[tokio::test]
+async fn breaker_enabled_0_never_stops_the_traffic() {
+    let upstream = Scripted::start(|_| Answer::Status(503)).await;
+    let mut settings = from_env(&[("BREAKER_ENABLED", "0"), ("BREAKER_FAILURES", "5")]);
+    settings.retry.max_attempts = 1;
+    let stock = client(&upstream, settings);
+
+    for _ in 0..100 {
+        assert_eq!(
+            stock.stock(ID, None).await,
+            Err(CallError::Status(503.try_into().unwrap()))
+        );
+    }
+
+    // With the breaker on, the five failures would have opened it (the test below).
+    assert_eq!(upstream.count(), 100);
+    assert_eq!(stock.breaker().state(), State::Closed { failures: 0 });
+}
 
 // ANCHOR: breaker_test
 #[tokio::test]

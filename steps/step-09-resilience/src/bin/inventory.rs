@@ -7,6 +7,8 @@
 //!           `curl -X PUT localhost:8081/mode/fail`: `fail` answers 503, `flaky` every other
 //!           request, `slow` waits `INVENTORY_DELAY` (default 2s) first, `hang` never answers.
 //!           A slow answer stops waiting once the caller's `x-request-timeout-ms` is spent.
+//! Count:    `curl localhost:8081/stats` says how many stock requests it has received,
+//!           `{"served": N}` (`.ci/bench` compares them with and without the defences).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -66,6 +68,11 @@ async fn stock(
 }
 // ANCHOR_END: stock
 
+async fn stats(State(inventory): State<Arc<Inventory>>) -> Response {
+    let served = inventory.served.load(Ordering::Relaxed);
+    axum::Json(serde_json::json!({ "served": served })).into_response()
+}
+
 async fn set_mode(State(inventory): State<Arc<Inventory>>, Path(mode): Path<String>) -> Response {
     match MODES.iter().position(|m| *m == mode) {
         Some(index) => {
@@ -111,6 +118,7 @@ async fn main() -> ExitCode {
     let app = Router::new()
         .route("/stock/{id}", get(stock))
         .route("/mode/{mode}", put(set_mode))
+        .route("/stats", get(stats))
         .with_state(inventory);
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,
