@@ -4,7 +4,7 @@ explains every figure. For each step whose Cargo.toml names a `health` path: bin
 cold start (spawn -> first 200, a tight connect loop), idle and peak RSS, wrk loads (server on
 CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (steps with MAX_CONCURRENCY), the pool
 sweep (step-07), gRPC against REST (step-08), the cost of per-request logging and of opt-level
-"z" (step-04), step-09 in front of a failing inventory, and build times. Steps with
+"z" (step-04), step-09 in front of a failing inventory, the cost of step-10's traces, and build times. Steps with
 `database = true` get a fresh database on $DATABASE_URL's server."""
 
 import argparse, datetime, html, http.client, json, math, os, shutil, signal, socket, statistics, subprocess
@@ -260,6 +260,39 @@ def resilience(binary, args, workdir):
     return {"seconds": seconds, "runs": runs}
 
 
+def tracing_cost(binary, args, workdir):
+    """Step-10's `GET /api/items/{id}` with traces off, sampled at 10 % and at 100 %, exported to its otlp-sink
+    (on the server's CPU, as a sidecar shares the instance's): alternating runs, the median of each."""
+    (rounds, seconds), db, item = (1, 1) if args.quick else (3, 5), database("step-10-tracing"), None
+    with Server(Path(binary).with_name("otlp-sink"), workdir / "otlp-sink.log") as sink:
+        sink.ready("/spans")
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}", "OTEL_TRACES_SAMPLER": "traceidratio"}
+        variants = {"off": {}, "10 %": {**otlp, "OTEL_TRACES_SAMPLER_ARG": "0.1"}, "100 %": otlp}
+        runs = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, env in variants.items():  # alternate: drift hits all alike
+                log(f"step-10 GET /api/items/{{id}}, traces {name}")
+                with Server(binary, workdir / "step-10.log", DATABASE_URL=db, **env) as server:
+                    server.ready("/readyz")
+                    item = item or f"/api/items/{send(server.port, 'POST', '/api/items', ITEM)['id']}"
+                    wrk(server.port, item, 64, 1)
+                    runs[name].append(wrk(server.port, item, 64, seconds))
+    return {"rounds": rounds, "seconds": seconds, "variants": {n: {
+        "rps_median": statistics.median(r["rps"] for r in rs), "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
+        "non2xx": sum(r["non2xx"] for r in rs)} for n, rs in runs.items()}}
+
+
+def render_tracing(report):
+    """bench-tracing.md: what step-10's traces cost."""
+    t = report["tracing"]
+    off = t["variants"]["off"]
+    return {"bench-tracing.md": [stamp(report), "", f"step-10, `GET /api/items/{{id}}` (PostgreSQL, no upstream), wrk at 64 "
+            f"connections, the median of {t['rounds']} alternating {t['seconds']} s runs per setting."] + table(
+        "traces:<|req/s:>|against off:>|p99:>|non-2xx:>", [
+            [name, num(v["rps_median"]), f"{100 * (v['rps_median'] / max(off['rps_median'], 1) - 1):+.1f} %",
+             f"{num(v['p99_ms_median'])} ms", v["non2xx"]] for name, v in t["variants"].items()])}
+
+
 def release_profile(step, static, target_dir, args, workdir):
     log('release profile: static step-04 with opt-level = "z" (separate target dir)')
     z = build(["step-04"], target_dir / "bench-opt-z", "--release", "--target", TARGET,
@@ -492,10 +525,11 @@ def render_release_profile(report):
 
 def write(report, out, name="bench.json"):
     """The report (`name`) and the tables and charts from it, so that they can be redrawn without measuring again;
-    without "steps" (--resilience-only), only bench-resilience.*."""
+    without "steps" (--only), only the part's."""
     (out / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
     files = render_resilience(report) if report.get("resilience") else {}
+    files |= render_tracing(report) if report.get("tracing") else {}
     if "steps" not in report:
         return write_files(files, out, note, name)
     health = [(s["package"][-2:], next(r for r in s["runs"] if r["connections"] == 64)) for s in report["steps"] if s.get("runs")]
@@ -525,10 +559,10 @@ def main():
     parser.add_argument("--steps", nargs="*", help="only these packages, e.g. step-04")
     parser.add_argument("--no-build-times", action="store_true", help="skip the build timings")
     parser.add_argument("--no-release-profile", action="store_true", help='skip opt-level 3 vs "z" (a release build)')
-    parser.add_argument("--resilience-only", action="store_true", help="only step-09 against a failing inventory: "
-                        "writes bench-resilience.json, .md and .svg")
+    parser.add_argument("--only", choices=["resilience", "tracing"], help="only step-09 against a failing inventory "
+                        "(bench-resilience.*), or only step-10's traces (bench-tracing.*)")
     args = parser.parse_args()
-    args.steps = ["step-09"] if args.resilience_only else args.steps
+    args.steps = [{"resilience": "step-09", "tracing": "step-10"}[args.only]] if args.only else args.steps
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench: needs two CPUs (server on one, load generator on the other)")
     args.cold_runs, args.load_seconds, args.drain_seconds = (5, 1, 2) if args.quick else (30, 8, 4)
@@ -560,7 +594,7 @@ def main():
     packages = [s["package"] for s in steps]
     log(f"release builds (as built, and static) of {', '.join(packages)} in {target_dir}")
     built = build(packages, target_dir, "--release")
-    if args.resilience_only:  # no other measurement, and no report of the steps
+    if args.only:  # no other measurement, and no report of the steps
         steps = []
         del report["steps"]
     static = build([s["package"] for s in steps if not (args.quick and s["database"])], target_dir, "--release",
@@ -590,17 +624,18 @@ def main():
         extras["release_profile"] = lambda: release_profile(step04, static, target_dir, args, workdir)
     if step04 and not args.no_build_times:
         extras["build_times"] = lambda: build_times(step04, target_dir, args.quick)
-    if "step-09" in built and "DATABASE_URL" in os.environ:
-        extras["resilience"] = lambda: resilience(built["step-09"], args, workdir)
-    elif args.resilience_only:
-        sys.exit("bench: --resilience-only needs step-09 built and PostgreSQL")
+    for key, step, measure in (("resilience", "step-09", resilience), ("tracing", "step-10", tracing_cost)):
+        if step in built and "DATABASE_URL" in os.environ:
+            extras[key] = lambda measure=measure, step=step: measure(built[step], args, workdir)
+        elif args.only == key:
+            sys.exit(f"bench: --only {key} needs {step} built and PostgreSQL")
     for key, measure in extras.items():
         try:
             report[key] = measure()
         except errors as error:
             log(f"{key}: {error}")
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
-    write(report, out, "bench-resilience.json" if args.resilience_only else "bench.json")
+    write(report, out, f"bench-{args.only}.json" if args.only else "bench.json")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

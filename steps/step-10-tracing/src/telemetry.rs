@@ -259,8 +259,11 @@ pub fn layer(provider: &SdkTracerProvider) -> ExtraLayer {
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
-        .with_filter(filter_fn(|meta| {
-            meta.is_event() || meta.target().starts_with("step_10")
+        // The SDK's own log lines (its target is `opentelemetry_sdk`) are not made span
+        // events: they can come from inside the span that is ending, and would loop.
+        .with_filter(filter_fn(|meta| match meta.is_event() {
+            true => !meta.target().starts_with("opentelemetry"),
+            false => meta.target().starts_with("step_10"),
         }));
     Box::new(layer)
 }
