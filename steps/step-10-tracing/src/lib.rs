@@ -151,9 +151,11 @@ pub fn extras(config: &Config) -> Extras {
     };
     let tracing = match Tracing::otlp(&config.traces, endpoint) {
         Ok(tracing) => tracing,
+        // Before anything is served or logged: a configuration the exporter refuses is a
+        // bad configuration, one line and exit 2, like every other.
         Err(error) => {
-            eprintln!("step-10: traces are off: {error}");
-            return Extras::default();
+            eprintln!("step-10: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint:?}: {error}");
+            std::process::exit(2);
         }
     };
     Extras {

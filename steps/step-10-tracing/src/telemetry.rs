@@ -344,6 +344,8 @@ pub fn remote_parent(headers: &HeaderMap) -> Context {
     if cx.span().span_context().is_valid() {
         return cx;
     }
+    // A header without the caller's span (`TRACE;o=1`) names no parent to continue from: the
+    // request starts a trace of its own (OpenTelemetry has no parent without a span id).
     let remote = TraceContext::from_headers(headers).and_then(|trace| {
         let trace_id = TraceId::from_hex(&trace.trace_id).ok()?;
         let span_id = SpanId::from_hex(trace.span_id.as_deref()?).ok()?;

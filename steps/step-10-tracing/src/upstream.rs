@@ -24,8 +24,8 @@ impl Observer for TracedAttempts {
             otel.status_code = Empty,
             http.request.method = method.as_str(),
             url.full = url,
-            // The conventions count resends: 0 on the first attempt.
-            http.request.resend_count = attempt - 1,
+            // The conventions count resends, and set it on resends only.
+            http.request.resend_count = (attempt > 1).then_some(attempt - 1),
             http.response.status_code = Empty,
             breaker.state = match breaker {
                 State::Closed { .. } => "closed",
@@ -51,7 +51,12 @@ impl Observer for TracedAttempts {
                 span.record("http.response.status_code", status.as_u16());
                 status.as_str().to_owned()
             }
-            Err(error) => format!("{error:?}").to_ascii_lowercase(),
+            // Fixed names, never data: what an attempt can end with. (The other errors stop a
+            // call before any attempt starts.)
+            Err(CallError::Connect) => "connect".to_owned(),
+            Err(CallError::TimedOut) => "timeout".to_owned(),
+            Err(CallError::Broken) => "broken".to_owned(),
+            Err(_) => "other".to_owned(),
         };
         span.record("otel.status_code", "error");
         span.record("error.type", error);

@@ -12,10 +12,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_step-10");
 async fn receiver() -> (Sink, SocketAddr) {
     let sink = Sink::default();
     let router = sink.clone().router();
-    let addr = testkit::spawn_in_process(move |listener| async move {
-        axum::serve(listener, router).await
-    })
-    .await;
+    let addr =
+        testkit::spawn_in_process(
+            move |listener| async move { axum::serve(listener, router).await },
+        )
+        .await;
     (sink, addr)
 }
 
@@ -59,10 +60,16 @@ async fn sigterm_right_after_a_request_still_delivers_its_spans() {
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"GET /api/items"), "{names:?}");
     assert!(names.contains(&"SELECT items"), "{names:?}");
-    let server_span = spans.iter().find(|s| s.name == "GET /api/items").expect("there");
+    let server_span = spans
+        .iter()
+        .find(|s| s.name == "GET /api/items")
+        .expect("there");
     assert_eq!(server_span.service, "items-under-test");
     assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
-    let db_span = spans.iter().find(|s| s.name == "SELECT items").expect("there");
+    let db_span = spans
+        .iter()
+        .find(|s| s.name == "SELECT items")
+        .expect("there");
     assert_eq!(db_span.parent_span_id, server_span.span_id);
     assert_eq!(db_span.trace_id, server_span.trace_id);
 }
@@ -105,7 +112,10 @@ async fn with_the_receiver_down_requests_succeed_and_their_spans_are_counted_as_
         .unwrap_or_else(|| panic!("no flush line: {output:?}"));
     // Two spans a request (the server's and the query's), none exported, none lost silently.
     assert!(flushed.contains("exported=0"), "{flushed}");
-    assert!(flushed.contains(&format!("dropped={}", 2 * requests)), "{flushed}");
+    assert!(
+        flushed.contains(&format!("dropped={}", 2 * requests)),
+        "{flushed}"
+    );
 }
 // ANCHOR_END: down
 
@@ -124,8 +134,14 @@ async fn without_an_endpoint_nothing_is_exported_and_the_service_is_step_09s() {
 
     assert_eq!(reply.status, 200);
     assert!(status.is_some_and(|s| s.success()), "{output:?}");
-    assert!(output.iter().any(|l| l.contains("traced=false")), "{output:?}");
-    assert!(!output.iter().any(|l| l.contains("spans flushed")), "{output:?}");
+    assert!(
+        output.iter().any(|l| l.contains("traced=false")),
+        "{output:?}"
+    );
+    assert!(
+        !output.iter().any(|l| l.contains("spans flushed")),
+        "{output:?}"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +155,9 @@ async fn bad_otel_settings_are_one_line_and_exit_2() {
         ("OTEL_SDK_DISABLED", "maybe"),
     ] {
         let line = testkit::assert_config_refused(BIN, &[db, (name, value)]).await;
-        assert!(line.starts_with(&format!("step-10: {name} must be")), "{line}");
+        assert!(
+            line.starts_with(&format!("step-10: {name} must be")),
+            "{line}"
+        );
     }
 }
-

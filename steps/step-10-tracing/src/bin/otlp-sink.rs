@@ -13,13 +13,15 @@ use step_10::sink::Sink;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let port = match std::env::var("PORT").map(|p| p.parse::<u16>()) {
+    let port = match std::env::var("PORT") {
         Err(_) => 4317,
-        Ok(Ok(port)) => port,
-        Ok(Err(_)) => {
-            eprintln!("otlp-sink: PORT must be a port number");
-            return ExitCode::from(2);
-        }
+        Ok(text) => match text.trim().parse::<u16>() {
+            Ok(port) => port,
+            Err(_) => {
+                eprintln!("otlp-sink: PORT must be a port number from 0 to 65535, got {text:?}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,

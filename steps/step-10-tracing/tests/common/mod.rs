@@ -6,7 +6,7 @@ pub mod waterfall;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -37,11 +37,19 @@ pub struct Traces {
     pub provider: SdkTracerProvider,
     logs: Capture,
     _installed: DefaultGuard,
+    // Last, so it is let go after the subscriber: see `install`.
+    _alone: MutexGuard<'static, ()>,
 }
+
+/// One test's tracer at a time in this binary: `tracing` caches, per call site, whether any
+/// subscriber wants it, and subscribers made at the same time on other threads can race with
+/// that cache and leave one test's spans unrecorded.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 impl Traces {
     /// With the sampler the `OTEL_TRACES_SAMPLER*` pairs describe.
     pub fn install(sampler: &[(&str, &str)]) -> Traces {
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let config = TraceConfig::from_lookup(testkit::env_from(sampler)).expect("valid");
         let exporter = InMemorySpanExporter::default();
         // The simple processor exports each span as it ends: nothing to wait for.
@@ -60,6 +68,7 @@ impl Traces {
             provider,
             logs,
             _installed: installed,
+            _alone: alone,
         }
     }
 

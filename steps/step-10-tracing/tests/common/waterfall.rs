@@ -11,16 +11,26 @@ use std::time::SystemTime;
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry_sdk::trace::SpanData;
 
-const PICTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../book/src/generated/trace-waterfall.svg");
+const PICTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../book/src/generated/trace-waterfall.svg"
+);
 
 /// Rows, parents before children, siblings by start time: (depth, span).
 fn rows(spans: &[SpanData]) -> Vec<(usize, &SpanData)> {
     let ids: Vec<SpanId> = spans.iter().map(|s| s.span_context.span_id()).collect();
-    let mut roots: Vec<&SpanData> =
-        spans.iter().filter(|s| !ids.contains(&s.parent_span_id)).collect();
+    let mut roots: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| !ids.contains(&s.parent_span_id))
+        .collect();
     roots.sort_by_key(|s| s.start_time);
     let mut out = Vec::new();
-    fn walk<'a>(span: &'a SpanData, depth: usize, all: &'a [SpanData], out: &mut Vec<(usize, &'a SpanData)>) {
+    fn walk<'a>(
+        span: &'a SpanData,
+        depth: usize,
+        all: &'a [SpanData],
+        out: &mut Vec<(usize, &'a SpanData)>,
+    ) {
         out.push((depth, span));
         let mut children: Vec<&SpanData> = all
             .iter()
@@ -43,16 +53,24 @@ fn label(depth: usize, span: &SpanData) -> String {
         Status::Error { .. } => ", failed",
         _ => "",
     };
-    // An upstream attempt says which it was.
-    let attempt = span
-        .attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == "http.request.resend_count")
-        .and_then(|kv| kv.value.to_string().parse::<u32>().ok())
-        .map(|resends| format!(", attempt {}", resends + 1))
-        .unwrap_or_default();
+    // An upstream attempt (it has a `url.full`) says which it was.
+    let value = |key: &str| {
+        let kv = span.attributes.iter().find(|kv| kv.key.as_str() == key)?;
+        Some(kv.value.to_string())
+    };
+    let attempt = match (value("url.full"), value("http.request.resend_count")) {
+        (Some(_), resends) => {
+            let resends: u32 = resends.and_then(|r| r.parse().ok()).unwrap_or(0);
+            format!(", attempt {}", resends + 1)
+        }
+        (None, _) => String::new(),
+    };
     let kind = kind(&span.span_kind);
-    format!("{}{} ({kind}{attempt}{status})", "  ".repeat(depth), span.name)
+    format!(
+        "{}{} ({kind}{attempt}{status})",
+        "  ".repeat(depth),
+        span.name
+    )
 }
 
 fn kind(kind: &SpanKind) -> &'static str {
@@ -64,7 +82,8 @@ fn kind(kind: &SpanKind) -> &'static str {
 }
 
 fn micros(from: SystemTime, to: SystemTime) -> f64 {
-    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    to.duration_since(from)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 /// The picture, as SVG.
@@ -121,7 +140,9 @@ pub fn draw(spans: &[SpanData]) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The rows a picture shows (its `class="name"` texts).
