@@ -259,10 +259,18 @@ pub fn layer(provider: &SdkTracerProvider) -> ExtraLayer {
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
-        // The SDK's own log lines (its target is `opentelemetry_sdk`) are not made span
-        // events: they can come from inside the span that is ending, and would loop.
+        // Nothing here reads OpenTelemetry's "current context": no need to set it on every
+        // poll of every future inside a span.
+        .with_context_activation(false)
         .with_filter(filter_fn(|meta| match meta.is_event() {
-            true => !meta.target().starts_with("opentelemetry"),
+            // Span events: step 09's lines about retries and the breaker, and warnings and
+            // errors. Not the access-log line (the span says all it says), and not the SDK's
+            // own lines (target `opentelemetry_sdk`): one logged while a span ends would loop.
+            true => {
+                !meta.target().starts_with("opentelemetry")
+                    && (*meta.level() <= tracing::Level::WARN
+                        || meta.target().starts_with("step_09"))
+            }
             false => meta.target().starts_with("step_10"),
         }));
     Box::new(layer)
@@ -370,6 +378,22 @@ pub fn remote_parent(headers: &HeaderMap) -> Context {
 /// Writes `cx`'s span as `traceparent` (and `tracestate`) into `headers`.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+}
+
+/// `00-<trace id>-<span id>-<flags>` for `span`, digit by digit: the server span writes one on
+/// every request, and the propagator's `format!`s cost as much as the span itself.
+pub fn traceparent(span: &SpanContext) -> Option<HeaderValue> {
+    fn hex(out: &mut [u8], bytes: &[u8]) {
+        for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = b"0123456789abcdef"[usize::from(byte >> 4)];
+            pair[1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+        }
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&mut text[3..35], &span.trace_id().to_bytes());
+    hex(&mut text[36..52], &span.span_id().to_bytes());
+    hex(&mut text[53..55], &[span.trace_flags().to_u8()]);
+    HeaderValue::from_bytes(&text).ok()
 }
 
 /// `http`'s headers as OpenTelemetry's carrier (what `opentelemetry-http` has, in 20 lines).
@@ -528,5 +552,6 @@ mod tests {
             headers["traceparent"],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
+        assert_eq!(traceparent(&remote), Some(headers["traceparent"].clone()));
     }
 }

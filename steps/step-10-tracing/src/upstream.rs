@@ -2,13 +2,14 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use opentelemetry::trace::TraceContextExt;
 use step_09::breaker::State;
 use step_09::upstream::{CallError, Observer};
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry;
+use crate::{server, telemetry};
 
 // ANCHOR: attempts
 /// Tells step 09's client to make a span of each attempt and send its `traceparent`: a
@@ -17,38 +18,50 @@ pub struct TracedAttempts;
 
 impl Observer for TracedAttempts {
     fn attempt_span(&self, method: &Method, url: &str, attempt: u32, breaker: State) -> Span {
-        tracing::info_span!(
-            "upstream",
-            otel.name = method.as_str(),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            http.request.method = method.as_str(),
-            url.full = url,
-            // The conventions count resends, and set it on resends only.
-            http.request.resend_count = (attempt > 1).then_some(attempt - 1),
-            http.response.status_code = Empty,
-            breaker.state = match breaker {
+        if !server::recording() {
+            // No span below one that is not recorded (see server.rs).
+            return Span::none();
+        }
+        let span = tracing::info_span!("upstream", otel.kind = "client", otel.status_code = Empty);
+        // Described only when recorded, as the server span is (see server.rs).
+        let cx = span.context();
+        if cx.span().is_recording() {
+            cx.span().update_name(method.as_str().to_owned());
+            span.set_attribute("http.request.method", method.as_str().to_owned());
+            span.set_attribute("url.full", url.to_owned());
+            if attempt > 1 {
+                // The conventions count resends, and set it on resends only.
+                span.set_attribute("http.request.resend_count", i64::from(attempt - 1));
+            }
+            let breaker = match breaker {
                 State::Closed { .. } => "closed",
                 State::Open { .. } => "open",
                 State::HalfOpen => "half-open",
-            },
-            "error.type" = Empty,
-        )
+            };
+            span.set_attribute("breaker.state", breaker);
+        }
+        span
     }
 
     fn headers(&self, headers: &mut HeaderMap) {
-        // Inside the attempt's span: the upstream's spans become its children.
-        telemetry::inject(&Span::current().context(), headers);
+        // Inside the attempt's span: the upstream's spans become its children. A request
+        // that is not recorded sends its server span, flag off: the upstream records nothing
+        // of it either.
+        let cx = match server::recording() {
+            true => Span::current().context(),
+            false => server::server_context(),
+        };
+        telemetry::inject(&cx, headers);
     }
 
     fn outcome(&self, span: &Span, outcome: &Result<Bytes, CallError>) {
         let error = match outcome {
             Ok(_) => {
-                span.record("http.response.status_code", 200);
+                span.set_attribute("http.response.status_code", 200);
                 return;
             }
             Err(CallError::Status(status)) => {
-                span.record("http.response.status_code", status.as_u16());
+                span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
                 status.as_str().to_owned()
             }
             // Fixed names, never data: what an attempt can end with. (The other errors stop a
@@ -59,7 +72,7 @@ impl Observer for TracedAttempts {
             Err(_) => "other".to_owned(),
         };
         span.record("otel.status_code", "error");
-        span.record("error.type", error);
+        span.set_attribute("error.type", error);
     }
 }
 // ANCHOR_END: attempts
