@@ -544,7 +544,7 @@ mod tests {
         let mut headers = HeaderMap::new();
 
         inject(
-            &Context::new().with_remote_span_context(remote),
+            &Context::new().with_remote_span_context(remote.clone()),
             &mut headers,
         );
 
