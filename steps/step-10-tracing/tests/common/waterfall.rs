@@ -114,14 +114,16 @@ pub fn draw(spans: &[SpanData]) -> String {
             _ => "#5cb85c",
         };
         let ms = micros(span.start_time, span.end_time) / 1000.0;
-        // The duration after the bar, or inside its end when there is no room after it.
-        let (text_x, ink) = match x + w + 4.0 > 660.0 {
-            true => (x + w - 60.0, "white"),
-            false => (x + w + 4.0, "#333"),
+        // The duration after the bar; with no room after it, inside a long bar's end, or
+        // before a short one.
+        let (text_x, ink, anchor) = match (x + w + 4.0 > 660.0, w > 70.0) {
+            (false, _) => (x + w + 4.0, "#333", "start"),
+            (true, true) => (x + w - 6.0, "white", "end"),
+            (true, false) => (x - 4.0, "#333", "end"),
         };
         let _ = writeln!(
             svg,
-            r##"<text class="name" x="{}" y="{}">{}</text><rect x="{x:.1}" y="{}" width="{w:.1}" height="16" rx="3" fill="{colour}"/><text x="{text_x:.1}" y="{}" fill="{ink}">{ms:.2} ms</text>"##,
+            r##"<text class="name" x="{}" y="{}">{}</text><rect x="{x:.1}" y="{}" width="{w:.1}" height="16" rx="3" fill="{colour}"/><text x="{text_x:.1}" y="{}" fill="{ink}" text-anchor="{anchor}">{ms:.2} ms</text>"##,
             10 + depth * 16,
             y + 13.0,
             escape(&label(0, span)),
