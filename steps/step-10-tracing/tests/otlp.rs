@@ -119,6 +119,65 @@ async fn with_the_receiver_down_requests_succeed_and_their_spans_are_counted_as_
 }
 // ANCHOR_END: down
 
+// ANCHOR: hung
+#[tokio::test]
+async fn a_collector_that_never_answers_neither_slows_requests_nor_holds_up_the_exit() {
+    let Some(db) = postgres::database() else {
+        return;
+    };
+    // Accepts connections and reads nothing, answers nothing: a collector that hangs.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", hung.local_addr().expect("address"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            open.push(stream);
+        }
+    });
+    let mut server = Binary::start(
+        BIN,
+        &[
+            ("DATABASE_URL", &db.url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            // SIGKILL would come 3 s after SIGTERM: the flush gets what the drain leaves.
+            ("GRACE_PERIOD", "3s"),
+            ("SHUTDOWN_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    ready(&server).await;
+    let requests = 50;
+
+    let mut ok = 0;
+    for _ in 0..requests {
+        let reply = request(server.addr, Method::GET, "/api/items", &[], "").await;
+        ok += usize::from(reply.expect("an answer").status == 200);
+    }
+    server.signal("TERM");
+    let status = server.wait_exit(PATIENCE).await;
+    let output = server.output();
+    held.abort();
+
+    assert_eq!(ok, requests, "every request answered");
+    assert!(status.is_some_and(|s| s.success()), "{output:?}");
+    let flushed = output
+        .iter()
+        .find(|l| l.contains("spans flushed"))
+        .unwrap_or_else(|| panic!("no flush line: {output:?}"));
+    // Given up within what was left of the 3 s, not waited for.
+    let took: u64 = flushed
+        .split("took_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no took_ms: {flushed}"));
+    assert!(took < 3_000, "{flushed}");
+    assert!(flushed.contains("exported=0"), "{flushed}");
+}
+// ANCHOR_END: hung
+
 #[tokio::test]
 async fn without_an_endpoint_nothing_is_exported_and_the_service_is_step_09s() {
     let Some(db) = postgres::database() else {
