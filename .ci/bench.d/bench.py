@@ -2,7 +2,7 @@
 """The benchmark harness behind `.ci/bench` (standard library only); book/src/measuring.md
 explains every figure. For each step whose Cargo.toml names a `health` path: binary sizes,
 cold start (spawn -> first 200, a tight connect loop), idle and peak RSS, wrk loads (server on
-CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (steps with MAX_CONCURRENCY), the pool
+CPU 0, wrk on CPU 1), SIGTERM under load; then shedding (step-06, waiting and computing work), the pool
 sweep (step-07), gRPC against REST (step-08), the cost of per-request logging and of opt-level
 "z" (step-04), step-09 in front of a failing inventory, the cost of step-10's traces, and build times. Steps with
 `database = true` get a fresh database on $DATABASE_URL's server."""
@@ -16,7 +16,7 @@ SERVER_CPU, LOAD_CPU = 0, 1
 TARGET = f"{os.uname().machine}-unknown-linux-gnu"
 STATIC = {"RUSTFLAGS": "-C target-feature=+crt-static"}
 ITEM = '{"name":"bench","description":"made by .ci/bench"}'
-SLOW = "/debug/slow?ms=50"
+WORK = {"wait 50 ms": "/debug/slow?ms=50", "compute 2 ms": "/debug/slow?ms=0&cpu_ms=2"}
 # Go's item service and nginx's fixed 200 on this kind of machine (the measuring chapter's
 # "Where the targets come from"): the yardsticks of step-04's targets.
 GO_GET, GO_POST, NGINX = (46_000, 64_000), 42_000, 134_000
@@ -171,14 +171,6 @@ def measure_step(step, binary, static, args, logfile):
         drain = wrk_result(load)
     if server.proc.returncode != -signal.SIGTERM:  # else it has no handler: the signal killed it
         result["drain"] = {**drain, "sigterm_to_exit_ms": exit_ms, "exit_code": server.proc.returncode}
-    if any("MAX_CONCURRENCY" in p.read_text() for p in step["dir"].glob("src/**/*.rs")):
-        log(f"{name}: load shedding")
-        result["shedding"] = []
-        for limit in (10000, 32):
-            with Server(binary, logfile, **env, ENABLE_DEBUG_ROUTES="1", MAX_CONCURRENCY=str(limit)) as server:
-                server.ready(ready)
-                run = wrk(server.port, SLOW, 256, max(1, args.load_seconds // 2))
-                result["shedding"].append({**run, "max_concurrency": limit})
     return result
 
 
@@ -258,6 +250,20 @@ def resilience(binary, args, workdir):
                 runs.append({**run, "defences": defences, "inventory": mode,
                              "upstream_requests": send(inventory.port, "GET", "/stats")["served"] - before})
     return {"seconds": seconds, "runs": runs}
+
+
+def shedding(binary, args, workdir):
+    """Step-06's `/debug/slow` at 256 connections, MAX_CONCURRENCY 10000 against 32, for work that waits (as
+    for a slow dependency: the server is not saturated) and work that computes (one worker thread, saturated)."""
+    runs = []
+    for work, path in WORK.items():
+        for limit in (10000, 32):
+            log(f"step-06 shedding: {work}, MAX_CONCURRENCY={limit}")
+            with Server(binary, workdir / "step-06.log", ENABLE_DEBUG_ROUTES="1", MAX_CONCURRENCY=str(limit)) as server:
+                server.ready("/healthz")
+                runs.append({**wrk(server.port, path, 256, max(2, args.load_seconds // 2)), "work": work,
+                             "max_concurrency": limit})
+    return runs
 
 
 def tracing_cost(binary, args, workdir):
@@ -499,14 +505,14 @@ def render(report):
 
 
 def render_shedding(report):
-    step = next((s for s in report["steps"] if s.get("shedding")), None)
-    if step is None:
-        return ["*Load shedding was not measured: no step with `MAX_CONCURRENCY` was measured.*"]
-    return [f"*{step['package']}, `GET {SLOW}` (each request holds its slot 50 ms), 256 connections, measured "
-            f"{report['date'][:10]} ({report['mode']} run).*"] + table(
-        "MAX_CONCURRENCY:>|req/s:>|of which 503:>|p50:>|p99:>|socket errors:>",
-        [[r["max_concurrency"], num(r["rps"]), num(r["non2xx"]), f"{num(r['p50_ms'])} ms", f"{num(r['p99_ms'])} ms",
-          sum(r["errors"].values())] for r in step["shedding"]])
+    if not (runs := report.get("shedding")):
+        return ["*Load shedding was not measured: step-06 did not build or serve.*"]
+    rate = lambda n, r: num(round(n / r["seconds"]))
+    return [f"*step-06, `GET /debug/slow` at 256 connections, one worker thread (the server pinned to one CPU), "
+            f"measured {report['date'][:10]} ({report['mode']} run); latencies are of every answer, 503s included.*"] + table(
+        "work per request:<|MAX_CONCURRENCY:>|answered/s:>|503/s:>|p50:>|p99:>|timeouts (2 s):>",
+        [[r["work"], r["max_concurrency"], rate(r["requests"] - r["non2xx"], r), rate(r["non2xx"], r),
+          f"{num(r['p50_ms'])} ms", f"{num(r['p99_ms'])} ms", r["errors"]["timeout"]] for r in runs])
 
 
 def render_release_profile(report):
@@ -529,12 +535,13 @@ def write(report, out, name="bench.json"):
     (out / name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
     files = render_resilience(report) if report.get("resilience") else {}
+    files |= {"bench-shedding.md": render_shedding(report)} if report.get("shedding") else {}
     files |= render_tracing(report) if report.get("tracing") else {}
     if "steps" not in report:
         return write_files(files, out, note, name)
     health = [(s["package"][-2:], next(r for r in s["runs"] if r["connections"] == 64)) for s in report["steps"] if s.get("runs")]
     pool = next((s["pool_sweep"] for s in report["steps"] if s.get("pool_sweep")), [])
-    files |= {"bench.md": render(report), "bench-shedding.md": render_shedding(report),
+    files |= {"bench.md": render(report),
              "release-profile.md": render_release_profile(report), **render_database(report),
              "bench-steps.svg": [chart("Each step's health route, 64 connections", "step", [n for n, _ in health],
                                        [("requests per second", [r["rps"] for _, r in health]),
@@ -559,10 +566,11 @@ def main():
     parser.add_argument("--steps", nargs="*", help="only these packages, e.g. step-04")
     parser.add_argument("--no-build-times", action="store_true", help="skip the build timings")
     parser.add_argument("--no-release-profile", action="store_true", help='skip opt-level 3 vs "z" (a release build)')
-    parser.add_argument("--only", choices=["resilience", "tracing"], help="only step-09 against a failing inventory "
-                        "(bench-resilience.*), or only step-10's traces (bench-tracing.*)")
+    parser.add_argument("--only", choices=["shedding", "resilience", "tracing"], help="only step-06's load shedding "
+                        "(bench-shedding.*), step-09 against a failing inventory (bench-resilience.*), or step-10's "
+                        "traces (bench-tracing.*)")
     args = parser.parse_args()
-    args.steps = [{"resilience": "step-09", "tracing": "step-10"}[args.only]] if args.only else args.steps
+    args.steps = [{"shedding": "step-06", "resilience": "step-09", "tracing": "step-10"}[args.only]] if args.only else args.steps
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench: needs two CPUs (server on one, load generator on the other)")
     args.cold_runs, args.load_seconds, args.drain_seconds = (5, 1, 2) if args.quick else (30, 8, 4)
@@ -624,11 +632,12 @@ def main():
         extras["release_profile"] = lambda: release_profile(step04, static, target_dir, args, workdir)
     if step04 and not args.no_build_times:
         extras["build_times"] = lambda: build_times(step04, target_dir, args.quick)
-    for key, step, measure in (("resilience", "step-09", resilience), ("tracing", "step-10", tracing_cost)):
-        if step in built and "DATABASE_URL" in os.environ:
+    for key, step, measure, db in (("shedding", "step-06", shedding, False), ("resilience", "step-09", resilience, True),
+                                   ("tracing", "step-10", tracing_cost, True)):
+        if step in built and ("DATABASE_URL" in os.environ or not db) and args.only in (None, key):
             extras[key] = lambda measure=measure, step=step: measure(built[step], args, workdir)
         elif args.only == key:
-            sys.exit(f"bench: --only {key} needs {step} built and PostgreSQL")
+            sys.exit(f"bench: --only {key} needs {step} built" + (" and PostgreSQL" if db else ""))
     for key, measure in extras.items():
         try:
             report[key] = measure()

@@ -185,6 +185,22 @@ async fn a_generated_request_id_is_returned_and_named_in_the_500() {
 }
 
 #[tokio::test]
+async fn debug_slow_can_compute_as_well_as_wait_within_its_limits() {
+    let addr = start(config(&[("ENABLE_DEBUG_ROUTES", "1")]), Ops::default()).await;
+
+    let started = std::time::Instant::now();
+    let computed = get(addr, "/debug/slow?ms=0&cpu_ms=30").await;
+    let took = started.elapsed();
+    let too_much = get(addr, "/debug/slow?ms=0&cpu_ms=101").await;
+
+    assert_eq!(computed.status, 200);
+    // A lower bound only: it can never be faster, whatever the machine.
+    assert!(took >= std::time::Duration::from_millis(30), "{took:?}");
+    assert_eq!(too_much.status, 400);
+    assert_eq!(too_much.body, "cpu_ms must be at most 100\n");
+}
+
+#[tokio::test]
 async fn debug_routes_are_absent_unless_enabled() {
     let addr = start(config(&[]), Ops::default()).await;
 
