@@ -157,7 +157,7 @@ fn solved_passes(root: &Path, dir: &Path, exercise: &Exercise) -> Result<(), Str
     // `-m`: every file gets the time of the copy, not its original one, so cargo's mtime check
     // rebuilds what an earlier exercise's patch changed in the shared target dir.
     let script = "tar -C \"$1\" --exclude=./target --exclude=./.git --exclude=node_modules --exclude=./book/book \
-                  --exclude=./book/browser-test/out -cf - . | tar -C \"$2\" -xmf - && patch -d \"$2\" -p1 --forward --batch --input \"$3\"";
+                  --exclude=./book/browser-test/out -cf - . | tar -C \"$2\" -xmf - && patch -d \"$2\" -p1 --forward --batch --fuzz=0 --input \"$3\"";
     let patch = fs::canonicalize(&exercise.patch)
         .map_err(|e| format!("{}: {e}", exercise.patch.display()))?;
     let apply = Command::new("sh")

@@ -9,15 +9,15 @@
 //!   propagation of the trace in headers;
 //! - [`server`]: the server span, HTTP and gRPC;
 //! - [`store`]: the database spans, around any `ItemStore`;
-//! - [`upstream`]: the upstream attempt spans, through step 09's `Observer`;
+//! - [`attempts`]: the upstream attempt spans, through step 09's `Observer`;
 //! - [`sink`]: a stand-in collector (`src/bin/otlp-sink.rs`) that tests and you can export to.
 #![forbid(unsafe_code)]
 
+pub mod attempts;
 pub mod server;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
-pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,10 +34,10 @@ use step_09::upstream::Upstream;
 use tokio::net::TcpListener;
 use utoipa_axum::routes;
 
+use crate::attempts::TracedAttempts;
 use crate::server::ServerSpanLayer;
 use crate::store::TracedStore;
 use crate::telemetry::{TraceConfig, Tracing};
-use crate::upstream::TracedAttempts;
 
 // ANCHOR: config
 /// Step 09's configuration plus the `OTEL_*` variables.

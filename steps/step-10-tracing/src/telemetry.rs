@@ -81,17 +81,18 @@ impl TraceConfig {
                  {protocol:?}"
             ));
         }
-        let endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .map(|text| {
-                parse_endpoint(&text).ok_or_else(|| {
-                    format!(
-                        "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// URL with a host, such \
-                         as http://localhost:4317 (https needs TLS, which is not built in: run \
-                         a collector beside the service), got {text:?}"
-                    )
-                })
-            })
-            .transpose()?;
+        // The traces' own variable wins over the one for every signal, as the specification
+        // says; over gRPC both name the collector itself.
+        let endpoint = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .into_iter()
+        .find_map(|key| Some((key, var(key)?)))
+        .map(|(key, text)| {
+            parse_endpoint(&text).map_err(|why| format!("{key} {why}, got {text:?}"))
+        })
+        .transpose()?;
         let (parent_based, sampling) = sampler_from(
             var("OTEL_TRACES_SAMPLER").as_deref(),
             var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
@@ -179,12 +180,36 @@ fn sampler_from(name: Option<&str>, arg: Option<&str>) -> Result<(bool, Sampling
     })
 }
 
-/// `http://host[:port]` with nothing after it but a `/`.
-fn parse_endpoint(text: &str) -> Option<String> {
-    let uri: Uri = text.trim().parse().ok()?;
-    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
-    (uri.scheme_str() == Some("http") && uri.host().is_some() && bare)
-        .then(|| text.trim().trim_end_matches('/').to_owned())
+/// `http://host[:port]` with nothing after it but a `/`; else what is wrong with it.
+fn parse_endpoint(text: &str) -> Result<String, &'static str> {
+    let uri: Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| "must be a URL such as http://localhost:4317")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "must be http://: TLS is not built in (run a collector beside the \
+                        service, as the chapter shows)",
+            );
+        }
+        _ => return Err("must be an http:// URL such as http://localhost:4317"),
+    }
+    // `http` reads a port that does not fit in 16 bits as no port at all: look at the text.
+    let port_text = uri.authority().and_then(|a| a.as_str().rsplit_once(':'));
+    let has_port = port_text.is_some_and(|(_, port)| !port.contains(']'));
+    let bad_port = has_port && uri.port_u16().is_none_or(|port| port == 0);
+    if uri.host().is_none_or(str::is_empty) || bad_port {
+        return Err("must name a host and, if any, a port from 1 to 65535");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(
+            "must have no path: over gRPC the collector's address is all there is \
+                    (`/v1/traces` belongs to OTLP over HTTP, which is not built in)",
+        );
+    }
+    Ok(text.trim().trim_end_matches('/').to_owned())
 }
 // ANCHOR_END: config
 
@@ -259,6 +284,8 @@ pub fn layer(provider: &SdkTracerProvider) -> ExtraLayer {
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
+        // Nor the `tracing` target (`step_10::server`): not a convention's attribute.
+        .with_target(false)
         // Nothing here reads OpenTelemetry's "current context": no need to set it on every
         // poll of every future inside a span.
         .with_context_activation(false)
@@ -326,7 +353,9 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
                 dropped
             }
         };
-        result
+        // Said and counted above: the SDK would log an ERROR line for every failed batch,
+        // every second while the collector is down. (It does nothing else with the error.)
+        Ok(())
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -460,6 +489,15 @@ mod tests {
 
         assert!(config.enabled());
         assert_eq!(config.endpoint.as_deref(), Some("http://collector:4317"));
+        let traces_own = TraceConfig::from_lookup(|key| match key {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://everything:4317".into()),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => Some("http://traces:4317".into()),
+            _ => None,
+        });
+        assert_eq!(
+            traces_own.expect("valid").endpoint.as_deref(),
+            Some("http://traces:4317")
+        );
         assert_eq!(config.service_name, "items");
         assert_eq!(
             (config.parent_based, config.sampling),
@@ -491,6 +529,11 @@ mod tests {
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 "http://collector:4317/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:99999"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector:4317",
             ),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_TRACES_SAMPLER", "sometimes"),

@@ -116,6 +116,9 @@ async fn with_the_receiver_down_requests_succeed_and_their_spans_are_counted_as_
         flushed.contains(&format!("dropped={}", 2 * requests)),
         "{flushed}"
     );
+    // Said at most every 10 s by the step, never once per failed batch by the SDK.
+    let errors = output.iter().filter(|l| l.contains("ExportError")).count();
+    assert_eq!(errors, 0, "{output:#?}");
 }
 // ANCHOR_END: down
 
