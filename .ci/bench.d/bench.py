@@ -44,13 +44,14 @@ def build(packages, target_dir, *extra, env=None):
 class Server:
     """A step's binary on a free PORT, pinned to SERVER_CPU, its output appended to a log."""
 
-    def __init__(self, binary, logfile, **env):
+    def __init__(self, binary, logfile, pin=True, **env):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {"PATH": os.environ["PATH"], "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info"),
                "MAX_ITEMS": "100000000", **env, "PORT": str(self.port)}  # room for every POST
-        os.sched_setaffinity(0, {SERVER_CPU})  # the child inherits our CPU at spawn...
+        os.sched_setaffinity(0, {SERVER_CPU} if pin else os.sched_getaffinity(0) | {SERVER_CPU})  # the child
+        # inherits our CPUs at spawn...
         self.t0 = time.perf_counter()
         with open(logfile, "a") as out:
             # close_fds=False lets Python use posix_spawn: the cheapest spawn, measured in the cold start.
@@ -264,6 +265,99 @@ def shedding(binary, args, workdir):
                 runs.append({**wrk(server.port, path, 256, max(2, args.load_seconds // 2)), "work": work,
                              "max_concurrency": limit})
     return runs
+
+
+class CpuQuota:
+    """A cgroup with a CPU quota, cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us`); root only."""
+
+    def __init__(self, cpus):
+        v2, v1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
+        if os.geteuid() != 0:
+            raise RuntimeError("a CPU quota needs root (a cgroup of our own)")
+        if "cpu" in (v2 / "cgroup.controllers").read_text(errors="ignore").split() if (v2 / "cgroup.controllers").exists() else False:
+            self.dir, files = v2 / f"bench-{os.getpid()}", {"cpu.max": f"{round(cpus * 100_000)} 100000"}
+        elif (v1 / "cpu.cfs_quota_us").exists():
+            self.dir, files = v1 / f"bench-{os.getpid()}", {"cpu.cfs_period_us": "100000",
+                                                           "cpu.cfs_quota_us": str(round(cpus * 100_000))}
+        else:
+            raise RuntimeError("no cgroup cpu controller to set a quota with (neither v2 cpu.max nor v1 cfs)")
+        self.dir.mkdir()
+        try:
+            for name, value in files.items():
+                (self.dir / name).write_text(value)
+        except OSError as error:  # e.g. cgroup v2 without the cpu controller delegated here
+            self.dir.rmdir()
+            raise RuntimeError(f"cannot set a CPU quota in {self.dir}: {error}") from error
+
+    def add(self, pid):
+        (self.dir / "cgroup.procs").write_text(str(pid))  # the whole process, every thread
+
+    def stat(self):  # v1: nr_periods, nr_throttled, throttled_time (ns); v2: ..._usec
+        return {k: int(v) for k, v in (line.split() for line in (self.dir / "cpu.stat").read_text().splitlines())}
+
+    def remove(self):
+        self.dir.rmdir()
+
+
+def paced(port, path, rate, seconds, workdir):
+    """h2load over HTTP/1.1 on LOAD_CPU at a fixed `rate` (64 clients, each its share): an offered load, not wrk's
+    "as fast as answered", so the server is not saturated. p50/p99 from h2load's per-request log."""
+    (log_file := workdir / "paced.tsv").unlink(missing_ok=True)
+    subprocess.run(["taskset", "-c", str(LOAD_CPU), "h2load", "--h1", "-t1", "-c64", f"--rps={rate / 64:g}",
+                    f"-D{seconds}", f"--log-file={log_file}", f"http://127.0.0.1:{port}{path}"],
+                   capture_output=True, timeout=120, check=True)
+    lines = log_file.read_text().splitlines()
+    us = sorted(int(line.split("\t")[2]) for line in lines)
+    failed = sum(1 for line in lines if line.split("\t")[1] != "200")
+    return {"requests": len(us), "rps": round(len(us) / seconds), "p50_ms": us[len(us) // 2] / 1e3,
+            "p99_ms": us[len(us) * 99 // 100] / 1e3, "max_ms": us[-1] / 1e3, "non200": failed}
+
+
+RATES = (12_000, 24_000)  # about half of what 0.5 CPU serves flat out, and a little more than it sustains
+
+
+def cpu_quota(binary, args, workdir):
+    """Step-06's `GET /healthz` at steady RATES of requests a second inside a CPU quota of 0.5 and 1 CPU, with
+    WORKER_THREADS at the quota (1) and well above it (8); the server not pinned, so its threads can run on both
+    cores at once, as in a container on a bigger machine. p50/p99, and the 100 ms periods the kernel throttled."""
+    runs = []
+    for rate, cpus, threads in ((r, c, t) for r in RATES for c in (0.5, 1.0) for t in (1, 8)):
+        log(f"step-06 in a quota of {cpus} CPU, WORKER_THREADS={threads}, {rate} requests/s")
+        quota = CpuQuota(cpus)
+        try:
+            with Server(Path(binary), workdir / "step-06.log", pin=False, WORKER_THREADS=str(threads)) as server:
+                quota.add(server.proc.pid)
+                server.ready("/healthz")
+                paced(server.port, "/healthz", rate, 1, workdir)
+                before = quota.stat()
+                run = paced(server.port, "/healthz", rate, args.load_seconds, workdir)
+                after = quota.stat()
+        finally:
+            quota.remove()
+        delta = {k: after[k] - before.get(k, 0) for k in after}
+        throttled_ms = delta.get("throttled_time", 0) / 1e6 or delta.get("throttled_usec", 0) / 1e3
+        runs.append({**run, "rate": rate, "cpus": cpus, "threads": threads, "periods": delta.get("nr_periods", 0),
+                     "throttled_periods": delta.get("nr_throttled", 0), "throttled_ms": round(throttled_ms)})
+    return runs
+
+
+def render_cpu_quota(report):
+    """bench-quota.md and .svg: step-06 inside a CPU quota, threads at the quota and above it."""
+    runs = report["cpu_quota"]
+    lines = [stamp(report), "", "step-06, `GET /healthz` at a steady rate (h2load, 64 connections), "
+             "the server in a cgroup CPU quota and not pinned (its threads may run on both cores at once; h2load "
+             "takes one of them)."] + table(
+        "offered/s:>|CPU quota:>|WORKER_THREADS:>|answered/s:>|p50:>|p99:>|slowest:>|periods throttled:>|time throttled (all CPUs):>", [
+            [num(r["rate"]), r["cpus"], r["threads"], num(r["rps"]), f"{num(r['p50_ms'])} ms", f"{num(r['p99_ms'])} ms",
+             f"{num(r['max_ms'])} ms", f"{r['throttled_periods']} of {r['periods']}", f"{num(r['throttled_ms'])} ms"]
+            for r in runs])
+    runs = [r for r in runs if r["rate"] == max(RATES)]  # the chart: the rate near the smaller quota
+    labels = [f"{r['cpus']:g}/{r['threads']}" for r in runs]
+    return {"bench-quota.md": lines, "bench-quota.svg": [chart(
+        f"step-06 at {max(RATES):,} requests/s in a CPU quota, worker threads at it (1) or above it (8)",
+        "CPU quota / worker threads", labels,
+        [("p99 latency (ms)", [r["p99_ms"] for r in runs]), ("slowest answer (ms)", [r["max_ms"] for r in runs]),
+         ("periods throttled (%)", [round(100 * r["throttled_periods"] / max(r["periods"], 1)) for r in runs])])]}
 
 
 def tracing_cost(binary, args, workdir):
@@ -536,6 +630,7 @@ def write(report, out, name="bench.json"):
     note = f"<!-- Written by .ci/bench ({report['mode']} run, {report['date'][:10]}, git {report['git']['commit']}): do not edit. -->\n"
     files = render_resilience(report) if report.get("resilience") else {}
     files |= {"bench-shedding.md": render_shedding(report)} if report.get("shedding") else {}
+    files |= render_cpu_quota(report) if report.get("cpu_quota") else {}
     files |= render_tracing(report) if report.get("tracing") else {}
     if "steps" not in report:
         return write_files(files, out, note, name)
@@ -566,11 +661,11 @@ def main():
     parser.add_argument("--steps", nargs="*", help="only these packages, e.g. step-04")
     parser.add_argument("--no-build-times", action="store_true", help="skip the build timings")
     parser.add_argument("--no-release-profile", action="store_true", help='skip opt-level 3 vs "z" (a release build)')
-    parser.add_argument("--only", choices=["shedding", "resilience", "tracing"], help="only step-06's load shedding "
-                        "(bench-shedding.*), step-09 against a failing inventory (bench-resilience.*), or step-10's "
-                        "traces (bench-tracing.*)")
+    parser.add_argument("--only", choices=["shedding", "cpu_quota", "resilience", "tracing"], help="only step-06's "
+                        "load shedding (bench-shedding.*), step-06 in a CPU quota (bench-quota.*; root), step-09 "
+                        "against a failing inventory (bench-resilience.*), or step-10's traces (bench-tracing.*)")
     args = parser.parse_args()
-    args.steps = [{"shedding": "step-06", "resilience": "step-09", "tracing": "step-10"}[args.only]] if args.only else args.steps
+    args.steps = [{"shedding": "step-06", "cpu_quota": "step-06", "resilience": "step-09", "tracing": "step-10"}[args.only]] if args.only else args.steps
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench: needs two CPUs (server on one, load generator on the other)")
     args.cold_runs, args.load_seconds, args.drain_seconds = (5, 1, 2) if args.quick else (30, 8, 4)
@@ -632,7 +727,8 @@ def main():
         extras["release_profile"] = lambda: release_profile(step04, static, target_dir, args, workdir)
     if step04 and not args.no_build_times:
         extras["build_times"] = lambda: build_times(step04, target_dir, args.quick)
-    for key, step, measure, db in (("shedding", "step-06", shedding, False), ("resilience", "step-09", resilience, True),
+    for key, step, measure, db in (("shedding", "step-06", shedding, False), ("cpu_quota", "step-06", cpu_quota, False),
+                                   ("resilience", "step-09", resilience, True),
                                    ("tracing", "step-10", tracing_cost, True)):
         if step in built and ("DATABASE_URL" in os.environ or not db) and args.only in (None, key):
             extras[key] = lambda measure=measure, step=step: measure(built[step], args, workdir)
