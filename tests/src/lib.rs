@@ -15,9 +15,11 @@
 //! - [`env_from`]: a configuration lookup from pairs, instead of the process environment;
 //! - [`eventually`]: wait for something that happens a moment later, with a generous limit;
 //! - [`postgres`]: a real, throwaway PostgreSQL database for a test;
-//! - [`upstream`]: a scripted upstream on a real socket that records what it receives.
+//! - [`upstream`]: a scripted upstream on a real socket that records what it receives;
+//! - [`logs::Capture`]: a writer that keeps a log layer's lines for a test to read.
 #![forbid(unsafe_code)]
 
+pub mod logs;
 pub mod postgres;
 pub mod upstream;
 

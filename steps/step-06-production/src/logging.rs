@@ -470,43 +470,19 @@ impl std::fmt::Write for Escaped<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use serde_json::Value;
+    use testkit::logs::Capture;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    /// Collects everything written, for the tests to parse.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
 
     fn lines_of(project: Option<&str>, emit: impl FnOnce()) -> Vec<Value> {
         let capture = Capture::default();
         let layer = CloudLogging::new(capture.clone(), project.map(str::to_owned));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8");
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        capture.json_lines()
     }
 
     #[test]

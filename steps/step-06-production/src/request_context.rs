@@ -120,7 +120,9 @@ pub struct Observe<S> {
     inner: S,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// The future of a hand-written layer's service (this one, step 06's shedder, step 10's server
+/// span): a response, never an error, boxed once per request.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl<S> Service<Request> for Observe<S>
 where

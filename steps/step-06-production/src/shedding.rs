@@ -14,8 +14,6 @@
 //! tower service say exactly what happens, with a wait we choose.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +24,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::error::ApiError;
+use crate::request_context::BoxFuture;
 
 // ANCHOR: shed
 /// The slots requests compete for, and how long one may wait for a slot. It is also the
@@ -71,8 +70,6 @@ impl<S> Layer<S> for Shedder {
         }
     }
 }
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl<S> Service<Request> for Shed<S>
 where

@@ -56,8 +56,13 @@ pub fn config_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
 impl Config {
     /// The client, built once for the life of the process (none without `UPSTREAM_URL`).
     pub fn stock(&self) -> Stock {
+        self.stock_with(|client| client)
+    }
+
+    /// [`Config::stock`], with `finish` applied to the client first (step 10 adds an observer).
+    pub fn stock_with(&self, finish: impl FnOnce(Upstream) -> Upstream) -> Stock {
         let url = self.upstream.url.as_deref();
-        Stock(url.map(|url| Arc::new(Upstream::new(url, self.upstream.settings))))
+        Stock(url.map(|url| Arc::new(finish(Upstream::new(url, self.upstream.settings)))))
     }
 }
 // ANCHOR_END: config
@@ -71,11 +76,25 @@ pub fn app(
     grpc: &Grpc,
     stock: &Stock,
 ) -> Router {
+    app_with(config, store.clone(), store, document, ops, grpc, stock)
+}
+
+/// [`app`], with the handlers reaching `store` through `items` (a later step's wrapper around
+/// it) and the API described by `document`.
+pub fn app_with(
+    config: &step_07::Config,
+    store: Arc<PgStore>,
+    items: Arc<dyn ItemStore>,
+    document: fn(&mut utoipa::openapi::OpenApi),
+    ops: &Ops,
+    grpc: &Grpc,
+    stock: &Stock,
+) -> Router {
     let routes = read_routes().routes(routes!(step_07::api::create_item));
-    let rest = step_04::api::router(routes, store.clone(), document)
+    let rest = step_04::api::router(routes, items.clone(), document)
         // As in step 07: its create handler needs the store's own type.
-        .layer(Extension(store.clone()));
-    with_grpc(rest, store, &config.base, ops, grpc, stock)
+        .layer(Extension(store));
+    with_grpc(rest, items, &config.base, ops, grpc, stock)
 }
 
 /// Step 04's read routes with this step's `GET /api/items/{id}`.

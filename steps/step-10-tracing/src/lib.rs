@@ -23,16 +23,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::{Extension, Router};
+use axum::Router;
 use step_04::store::ItemStore;
 use step_06::launch::Extras;
 use step_06::{Ops, RunError};
 use step_07::store::PgStore;
 use step_08::Grpc;
 use step_09::stock::Stock;
-use step_09::upstream::Upstream;
 use tokio::net::TcpListener;
-use utoipa_axum::routes;
 
 use crate::attempts::TracedAttempts;
 use crate::server::ServerSpanLayer;
@@ -57,20 +55,20 @@ pub fn config_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Con
 impl Config {
     /// Step 09's client, built once; with traces on, it tells each attempt to the tracer.
     pub fn stock(&self) -> Stock {
-        let upstream = &self.base.upstream;
-        Stock(upstream.url.as_deref().map(|url| {
-            let client = Upstream::new(url, upstream.settings);
-            Arc::new(match self.traces.enabled() {
-                true => client.observed_by(Arc::new(TracedAttempts)),
-                false => client,
-            })
-        }))
+        match self.traces.enabled() {
+            true => self
+                .base
+                .stock_with(|client| client.observed_by(Arc::new(TracedAttempts))),
+            false => self.base.stock(),
+        }
     }
 }
 // ANCHOR_END: config
 
 // ANCHOR: app
 /// Step 09's service with its store traced and a server span around every request.
+/// (Step 07's create with an `Idempotency-Key` uses `store` itself, in one transaction: not
+/// traced here, an exercise.)
 pub fn app(
     config: &step_07::Config,
     store: Arc<PgStore>,
@@ -79,12 +77,7 @@ pub fn app(
     stock: &Stock,
 ) -> Router {
     let traced: Arc<dyn ItemStore> = Arc::new(TracedStore::new(store.clone(), "postgresql"));
-    let routes = step_09::read_routes().routes(routes!(step_07::api::create_item));
-    let rest = step_04::api::router(routes, traced.clone(), document)
-        // Step 07's create with an `Idempotency-Key` uses the store's own type: one
-        // transaction, not traced here (an exercise).
-        .layer(Extension(store));
-    with_grpc(rest, traced, &config.base, ops, grpc, stock)
+    step_09::app_with(config, store, traced, document, ops, grpc, stock).layer(ServerSpanLayer)
 }
 
 /// Step 09's `with_grpc`, in one server span per request. `Router::layer` wraps each route,

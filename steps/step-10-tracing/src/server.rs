@@ -1,8 +1,6 @@
 //! One server span per request, REST and gRPC alike, continuing the caller's trace.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
@@ -10,6 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, Version};
 use axum::response::Response;
 use opentelemetry::trace::TraceContextExt;
+use step_06::request_context::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -56,8 +55,6 @@ impl<S> Layer<S> for ServerSpanLayer {
 pub struct ServerSpan<S> {
     inner: S,
 }
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl<S> Service<Request> for ServerSpan<S>
 where
@@ -181,8 +178,9 @@ fn record_response(span: &tracing::Span, response: &Response, grpc_path: Option<
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// Step 06's probes (the paths it never sheds), and step 08's gRPC health service.
 fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || path.starts_with("/grpc.health.v1.Health/")
+    step_06::shedding::never_shed(path) || path.starts_with("/grpc.health.v1.Health/")
 }
 
 fn is_grpc(request: &Request) -> bool {

@@ -27,17 +27,8 @@ async fn a_degraded_answer_is_marked_on_the_server_span() {
     // A 500 is not retried: one failed attempt, then the item without its stock.
     let upstream = Scripted::start(|_| Answer::Status(500)).await;
     let addr = common::start_on_memory(&[("UPSTREAM_URL", &upstream.url)]).await;
-    let parent = traceparent("01");
 
-    let reply = request(
-        addr,
-        Method::GET,
-        "/api/items/item-1",
-        &[("traceparent", &parent)],
-        "",
-    )
-    .await
-    .expect("GET");
+    let reply = common::get_in_trace(addr, "/api/items/item-1", "01").await;
     let spans = traces.trace(trace_id(TRACE), 3).await;
 
     assert_eq!(reply.status, 200);

@@ -29,6 +29,22 @@ async fn ready(server: &Binary) {
     .await;
 }
 
+/// How many of `n` `GET /api/items`, one after the other, answered 200.
+async fn answered(server: &Binary, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        let reply = request(server.addr, Method::GET, "/api/items", &[], "").await;
+        ok += usize::from(reply.expect("an answer").status == 200);
+    }
+    ok
+}
+
+/// The line the service logs once it flushed its spans at exit.
+fn flush_line(output: &[String]) -> &str {
+    let line = output.iter().find(|l| l.contains("spans flushed"));
+    line.unwrap_or_else(|| panic!("no flush line: {output:?}"))
+}
+
 // ANCHOR: sigterm
 #[tokio::test]
 async fn sigterm_right_after_a_request_still_delivers_its_spans() {
@@ -95,21 +111,14 @@ async fn with_the_receiver_down_requests_succeed_and_their_spans_are_counted_as_
     ready(&server).await;
     let requests = 50;
 
-    let mut ok = 0;
-    for _ in 0..requests {
-        let reply = request(server.addr, Method::GET, "/api/items", &[], "").await;
-        ok += usize::from(reply.expect("an answer").status == 200);
-    }
+    let ok = answered(&server, requests).await;
     server.signal("TERM");
     let status = server.wait_exit(PATIENCE).await;
     let output = server.output();
 
     assert_eq!(ok, requests, "every request answered");
     assert!(status.is_some_and(|s| s.success()), "{output:?}");
-    let flushed = output
-        .iter()
-        .find(|l| l.contains("spans flushed"))
-        .unwrap_or_else(|| panic!("no flush line: {output:?}"));
+    let flushed = flush_line(&output);
     // Two spans a request (the server's and the query's), none exported, none lost silently.
     assert!(flushed.contains("exported=0"), "{flushed}");
     assert!(
@@ -154,11 +163,7 @@ async fn a_collector_that_never_answers_neither_slows_requests_nor_holds_up_the_
     ready(&server).await;
     let requests = 50;
 
-    let mut ok = 0;
-    for _ in 0..requests {
-        let reply = request(server.addr, Method::GET, "/api/items", &[], "").await;
-        ok += usize::from(reply.expect("an answer").status == 200);
-    }
+    let ok = answered(&server, requests).await;
     server.signal("TERM");
     let status = server.wait_exit(PATIENCE).await;
     let output = server.output();
@@ -166,10 +171,7 @@ async fn a_collector_that_never_answers_neither_slows_requests_nor_holds_up_the_
 
     assert_eq!(ok, requests, "every request answered");
     assert!(status.is_some_and(|s| s.success()), "{output:?}");
-    let flushed = output
-        .iter()
-        .find(|l| l.contains("spans flushed"))
-        .unwrap_or_else(|| panic!("no flush line: {output:?}"));
+    let flushed = flush_line(&output);
     // Given up within what was left of the 3 s, not waited for.
     let took: u64 = flushed
         .split("took_ms=")

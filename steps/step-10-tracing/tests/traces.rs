@@ -59,16 +59,7 @@ async fn a_rest_request_is_one_trace_through_the_database_and_each_upstream_atte
     .expect("POST");
     assert_eq!(created.status, 201);
 
-    let parent = traceparent("01");
-    let reply = request(
-        addr,
-        Method::GET,
-        "/api/items/item-1",
-        &[("traceparent", &parent)],
-        "",
-    )
-    .await
-    .expect("GET");
+    let reply = common::get_in_trace(addr, "/api/items/item-1", "01").await;
     let spans = traces.trace(trace_id(TRACE), 4).await;
 
     assert_eq!(reply.status, 200);
@@ -217,10 +208,8 @@ async fn parent_based_sampling_follows_the_callers_flag_whatever_the_ratio() {
     let upstream = Scripted::start(|_| Answer::Stock(3)).await;
     let addr = common::start_on_memory(&[("UPSTREAM_URL", &upstream.url)]).await;
     let get = async |flags: &str| {
-        let header = [("traceparent", traceparent(flags))];
-        let header: Vec<(&str, &str)> = header.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let reply = request(addr, Method::GET, "/api/items/item-1", &header, "").await;
-        assert_eq!(reply.expect("GET").status, 200);
+        let reply = common::get_in_trace(addr, "/api/items/item-1", flags).await;
+        assert_eq!(reply.status, 200);
     };
 
     get("00").await;
@@ -278,19 +267,11 @@ async fn a_ratio_sampler_that_is_not_parent_based_ignores_the_callers_flag() {
         ("OTEL_TRACES_SAMPLER_ARG", "1"),
     ]);
     let addr = common::start_on_memory(&[]).await;
-    let header = traceparent("00");
 
-    let reply = request(
-        addr,
-        Method::GET,
-        "/api/items",
-        &[("traceparent", &header)],
-        "",
-    )
-    .await;
+    let reply = common::get_in_trace(addr, "/api/items", "00").await;
     let spans = traces.trace(trace_id(TRACE), 2).await;
 
-    assert_eq!(reply.expect("GET").status, 200);
+    assert_eq!(reply.status, 200);
     let server = named(&spans, "GET /api/items");
     assert_eq!(
         server.parent_span_id,

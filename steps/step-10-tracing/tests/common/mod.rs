@@ -4,7 +4,6 @@
 
 pub mod waterfall;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,8 +16,8 @@ use step_06::logging::CloudLogging;
 use step_08::Grpc;
 use step_10::store::TracedStore;
 use step_10::telemetry::{self, TraceConfig};
+use testkit::logs::Capture;
 use tracing::subscriber::DefaultGuard;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// The caller's trace and span in the tests' `traceparent`s.
@@ -27,6 +26,14 @@ pub const CALLER: &str = "00f067aa0ba902b7";
 
 pub fn traceparent(flags: &str) -> String {
     format!("00-{TRACE}-{CALLER}-{flags}")
+}
+
+/// `GET path` from the caller's span: `flags` "01" if the caller sampled it, "00" if not.
+pub async fn get_in_trace(addr: SocketAddr, path: &str, flags: &str) -> testkit::Reply {
+    let parent = traceparent(flags);
+    let headers = [("traceparent", parent.as_str())];
+    let reply = testkit::request(addr, testkit::Method::GET, path, &headers, "").await;
+    reply.unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// The tracer for this test's thread: spans go to an in-memory exporter, log lines (step 06's
@@ -95,12 +102,7 @@ impl Traces {
 
     /// Every log line written so far, parsed.
     pub fn log_lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.logs.0.lock().expect("lock").clone();
-        String::from_utf8(bytes)
-            .expect("utf-8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect()
+        self.logs.json_lines()
     }
 }
 
@@ -187,25 +189,4 @@ pub async fn start_on_memory(pairs: &[(&str, &str)]) -> SocketAddr {
         step_04::serve(listener, app, &base.base, std::future::pending()).await
     })
     .await
-}
-
-/// Collects what the log layer writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
 }
