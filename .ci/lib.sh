@@ -52,6 +52,26 @@ start() {
 
 millis() { echo $(($(date +%s%N) / 1000000)); }
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# first_200 PORT PATH T0_NS: prints the ms from T0 (`date +%s%N`) to the first 200 on PATH, polling
+# every millisecond; fails after 10 s.
+first_200() {
+    python3 -c '
+import socket, sys, time
+port, path, t0 = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+while time.time_ns() - t0 < 10e9:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(request)
+            if s.recv(12) == b"HTTP/1.1 200":
+                sys.exit(print(round((time.time_ns() - t0) / 1e6, 1)))
+    except OSError:
+        time.sleep(0.001)
+sys.exit(1)' "$@"
+}
+
 # postgres: unless DATABASE_URL is set, starts a throwaway PostgreSQL the way tests/src/postgres.rs
 # does (initdb, pg_ctl in a temporary directory, a free port; as root, as the `postgres` user) and
 # exports DATABASE_URL (its `postgres` database) and PATH with its programs; stopped at exit.
@@ -62,7 +82,7 @@ postgres() {
     [[ -x $bin/initdb ]] || { echo "no PostgreSQL: apt-get install postgresql, or set DATABASE_URL" >&2; return 1; }
     pgdir=$(mktemp -d /tmp/pg.XXXXXX) # in /tmp: `postgres` may not enter $TMPDIR
     [[ $(id -u) == 0 ]] && as=(runuser -u postgres --) && chown postgres "$pgdir"
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     "${as[@]}" "$bin/initdb" -D "$pgdir/data" -U postgres --auth=trust --no-sync --locale=C -E UTF8 >/dev/null || return 1
     pg=("${as[@]}" "$bin/pg_ctl" -D "$pgdir/data")
     "${pg[@]}" -l "$pgdir/log" -w -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=300 \

@@ -1,0 +1,3 @@
+module cloud-run-rust/go-items
+
+go 1.24
