@@ -22,8 +22,6 @@ STATIC = {"RUSTFLAGS": "-C target-feature=+crt-static"}
 ITEM = '{"name":"bench","description":"made by .ci/bench"}'
 WORK = {"wait 50 ms": "/debug/slow?ms=50", "compute 2 ms": "/debug/slow?ms=0&cpu_ms=2"}
 GO, NGINX = "go (article)", "nginx"  # the yardsticks, measured in the same run as the steps
-# Each step and the step it grows from: issue 17's rule, at least 0.9x on the rows they share.
-PARENT = {"step-06": "step-04", "step-07": "step-06", "step-08": "step-07", "step-09": "step-08", "step-10": "step-09"}
 
 
 def log(message):
@@ -52,8 +50,10 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = {"PATH": os.environ["PATH"], "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info"),
-               "MAX_ITEMS": "100000000", **env, "PORT": str(self.port)}  # room for every POST
+        # As deployed: room for every POST, and from step-06 on JSON logs with the trace of the header that
+        # Cloud Run's front end adds (wrk.lua sends it to every server); the other servers ignore these.
+        env = {"PATH": os.environ["PATH"], "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info"), "MAX_ITEMS": "100000000",
+               "LOG_FORMAT": "json", "GOOGLE_CLOUD_PROJECT": "bench", **env, "PORT": str(self.port)}
         os.sched_setaffinity(0, {SERVER_CPU} if pin else os.sched_getaffinity(0) | {SERVER_CPU})  # the child
         # inherits our CPUs at spawn...
         self.t0 = time.perf_counter()
@@ -418,8 +418,8 @@ def tracing_cost(binary, args, workdir):
                 with Server(binary, workdir / "step-10.log", DATABASE_URL=db, **env) as server:
                     server.ready("/readyz")
                     item = item or f"/api/items/{send(server.port, 'POST', '/api/items', ITEM)['id']}"
-                    wrk(server.port, item, 64, 1)
-                    runs[name].append(wrk(server.port, item, 64, seconds))
+                    wrk(server.port, item, 64, 1, BENCH_NO_TRACE="1")
+                    runs[name].append(wrk(server.port, item, 64, seconds, BENCH_NO_TRACE="1"))
     return {"rounds": rounds, "seconds": seconds, "variants": {n: {
         "rps_median": statistics.median(r["rps"] for r in rs), "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
         "non2xx": sum(r["non2xx"] for r in rs)} for n, rs in runs.items()}}
@@ -528,7 +528,7 @@ def targets(report):
     if "step-04" not in by:
         return ["", "*Targets: step-04 was not measured (it did not build or serve).*"]
     verdict = lambda ok: "yes" if ok else "**no**"
-    label = lambda k: f"`{k[0]} {'the health route' if k[1] == 'health' else k[1]}`, {k[2]} conns"
+    label = lambda k: f"{'the health route' if k[1] == 'health' else f'`{k[0]} {k[1]}`'}, {k[2]} conns"
     rows, s04, go = [], rows_by_kind(by["step-04"]), rows_by_kind(by[GO]) if GO in by else {}
     for key, r in s04.items():
         if g := go.get(key):
@@ -538,8 +538,9 @@ def targets(report):
         rows.append(["step-04 ≥ 1.8× Go", "the Go twin was not measured (no Go toolchain)", "–"])
     rows += [[f"{label(k)}: step-04 p99 ≤ 2 ms", f"{num(r['p99_ms'])} ms (Go: {num(go[k]['p99_ms']) if k in go else '–'} ms)",
               verdict(r["p99_ms"] <= 2)] for k, r in s04.items() if k[2] == 64]
-    for child, parent in PARENT.items():
-        if child in by and parent in by:
+    # Each step that grows from the item service (`grows-from` in its Cargo.toml), against that step.
+    for child, parent in ((s["package"], s.get("grows_from")) for s in report["steps"]):
+        if child in by and parent in by and parent >= "step-04":
             mine, theirs = rows_by_kind(by[child]), rows_by_kind(by[parent])
             memory = lambda name: not next(s for s in report["steps"] if s["package"] == name).get("database")
             for key in [k for k in mine if k in theirs and (k[1] == "health" or memory(child) == memory(parent))]:
@@ -789,6 +790,7 @@ def main():
         if workshop.get("health") and (not args.steps or package["name"] in args.steps):
             db = workshop.get("database", False)  # loads wait for /readyz: the database is reachable
             steps.append({"package": package["name"], "dir": manifest.parent, "health": workshop["health"],
+                          "grows_from": workshop.get("grows-from"),
                           "database": db, "ready": "/readyz" if db else workshop["health"], "env": {}})
     packages = [s["package"] for s in steps]
     # What the files written describe: the steps measured (with the steps they build on) and this harness.
@@ -808,7 +810,8 @@ def main():
             static[entry["package"]] = binary if entry["package"] == GO else None
     errors = (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError, StopIteration, LookupError)
     for step in steps:
-        entry = {"package": step["package"], "health_path": step["health"], "skipped": "does not build"}
+        entry = {"package": step["package"], "health_path": step["health"], "grows_from": step.get("grows_from"),
+                 "database": step["database"], "skipped": "does not build"}
         if step["database"] and "DATABASE_URL" not in os.environ:
             entry["skipped"] = "needs PostgreSQL"
         elif step["package"] in built:
