@@ -79,8 +79,8 @@ def check():
         if not s:
             unstamped.append(path.name)
         elif digest(s["describes"]) != s["digest"]:
-            stale.append(f"{path.name}: written by `{s['command']}` at git {s['commit']}; "
-                         f"since then {' '.join(s['describes'])} changed")
+            stale.append(f"{path.name}: written by `{s['command']}` at git {s['commit']}, and a file it "
+                         f"describes has changed since (under {', '.join(s['describes'])}): run that command again")
     for name in unstamped:
         print(f"stamp: book/src/generated/{name} names no command and commit (a stamp line: .ci/stamp.py)", file=sys.stderr)
     for message in stale:

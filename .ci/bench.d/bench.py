@@ -104,13 +104,27 @@ class Server:
         return round((time.perf_counter() - t0) * 1e3, 2)
 
 
-def wrk(port, path, connections, seconds, post=False, wait=True, **env):
-    """A wrk run on LOAD_CPU; .ci/bench.d/wrk.lua prints its results as JSON (`env` for it)."""
+def cpu_ticks(pid):
+    """(user, system) CPU time of a process, all its threads, in clock ticks (/proc/PID/stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def wrk(port, path, connections, seconds, post=False, wait=True, pid=None, **env):
+    """A wrk run on LOAD_CPU; .ci/bench.d/wrk.lua prints its results as JSON (`env` for it). With `pid`, also
+    the server's CPU time per request: user space and kernel (system calls, the network stack, page faults)."""
     cmd = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
            "--timeout", "2s", "-s", str(Path(__file__).with_name("wrk.lua")), f"http://127.0.0.1:{port}{path}"]
     env = {**os.environ, **({"BENCH_POST": ITEM} if post else {}), **env}
+    before = pid and cpu_ticks(pid)
     proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return wrk_result(proc) if wait else proc
+    if not wait:
+        return proc
+    result = wrk_result(proc)
+    if pid:
+        tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / max(result["requests"], 1)
+        result |= {f"{k}_us": round((a - b) * tick_us, 2) for k, a, b in zip(("user", "system"), cpu_ticks(pid), before)}
+    return result
 
 
 def wrk_result(proc):
@@ -155,7 +169,8 @@ def measure_step(step, binary, static, args, logfile):
             runs = [wrk(server.port, route, 64, 1, method == "POST")]  # warm-up: measure no connection set-up
             for connections in (64, 256):
                 log(f"  wrk {method} {route} -c{connections} -d{args.load_seconds}s")
-                runs.append(run := wrk(server.port, route, connections, args.load_seconds, method == "POST"))
+                runs.append(run := wrk(server.port, route, connections, args.load_seconds, method == "POST",
+                                       pid=server.proc.pid))
                 shown = "/api/items/{id}" if "items/" in route else route
                 result["runs"].append({**run, "method": method, "route": shown, "connections": connections})
             if method == "POST":
@@ -667,9 +682,11 @@ def render(report):
                        s["package"], mb(s["size_bytes"]), mb(s["static_size_bytes"]), cold(s["cold_start_ms"]),
                        cold(s.get("cold_start_static_ms")), mib(s["rss_idle_kib"]), mib(s["rss_peak_kib"])]
                        for s in report["steps"]])
-    lines += table("step:<|request:<|conns:>|req/s:>|p50:>|p99:>|non-2xx:>|socket errors:>", [
+    cpu = lambda r: f"{r['user_us']:.1f} + {r['system_us']:.1f} µs" if "user_us" in r else "–"
+    lines += table("step:<|request:<|conns:>|req/s:>|p50:>|p99:>|CPU per request, user + kernel:>|non-2xx:>|"
+                   "socket errors:>", [
         [s["package"], f"`{r['method']} {r['route']}`", r["connections"], num(r["rps"]), f"{num(r['p50_ms'])} ms",
-         f"{num(r['p99_ms'])} ms", r["non2xx"], sum(r["errors"].values())] for s in steps for r in s["runs"]])
+         f"{num(r['p99_ms'])} ms", cpu(r), r["non2xx"], sum(r["errors"].values())] for s in steps for r in s["runs"]])
     lines += table("step:<|responses during the run (64 conns):>|SIGTERM → exit:>|exit code:>|non-2xx:>|read errors:>|"
                    "timeouts:>|refused after close:>", [
                        [s["package"], num(d["requests"]), f"{num(d['sigterm_to_exit_ms'])} ms", d["exit_code"], d["non2xx"],
