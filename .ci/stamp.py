@@ -62,7 +62,10 @@ def stamp(command, packages, paths=()):
 
 
 def line(s):
-    return (f"<!-- Written by `{s['command']}` at git {s['commit']}. Describes: {' '.join(s['describes'])} "
+    # One line for every kind of file: in an XML comment (the SVG charts) `--` is not allowed, so the
+    # command's double hyphens are written as two non-breaking hyphens (U+2011).
+    command = s["command"].replace("--", "\u2011\u2011")
+    return (f"<!-- Written by `{command}` at git {s['commit']}. Describes: {' '.join(s['describes'])} "
             f"= digest {s['digest']}. `python3 .ci/stamp.py check` fails once these change: run the command again. -->")
 
 

@@ -97,7 +97,7 @@ pub fn draw(spans: &[SpanData]) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<!-- Written by `WATERFALL_WRITE=1 cargo test -p step-10 --test traces`, which fails while the rows differ from the spans. -->
+        r#"<!-- Written by `WATERFALL_WRITE=1 cargo test -p step-10` (the traces test, which fails while these rows differ from the spans). -->
 <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 720 {height}" width="720" height="{height}" font-family="sans-serif" font-size="12">
 <title>One GET /api/items/{{id}} request, traced: the server span, its database query, and two upstream attempts</title>
 <rect width="720" height="{height}" fill="white"/>
