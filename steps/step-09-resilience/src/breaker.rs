@@ -39,8 +39,9 @@ pub struct Breaker {
     inner: Mutex<(State, u64)>,
 }
 
-/// Leave to make one attempt; say how it went with [`Permit::record`]. Dropped unrecorded (the
-/// attempt was cancelled: its caller's deadline passed), it counts as a failure.
+/// Leave to make one attempt; say how it went with [`Permit::record`]. Dropped unrecorded, the
+/// attempt was cancelled (its caller hung up, or the server is stopping): that says nothing of
+/// the upstream, so it counts as neither, and a probe dropped so lets the next call probe.
 pub struct Permit<'a> {
     breaker: &'a Breaker,
     generation: u64,
@@ -105,6 +106,15 @@ impl Breaker {
         }
     }
 
+    /// An attempt cancelled before its answer: a probe's place goes to the next call.
+    fn abandon(&self, generation: u64) {
+        let mut inner = self.lock();
+        if generation == inner.1 && inner.0 == State::HalfOpen {
+            let now = Instant::now();
+            transition(&mut inner, State::Open { until: now });
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (State, u64)> {
         // The state is two words written whole: a panic elsewhere cannot leave it half-done.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -141,8 +151,9 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.recorded {
-            // Cancelled mid-attempt: a probe must not stay "out" for ever.
-            self.breaker.report(self.generation, false);
+            // Cancelled mid-attempt. Counted as a failure, every client that hangs up would
+            // push a healthy upstream towards open; but a probe must not stay "out" for ever.
+            self.breaker.abandon(self.generation);
         }
     }
 }
@@ -215,8 +226,20 @@ mod tests {
         );
         drop(probe);
         assert!(
-            matches!(breaker.state(), State::Open { .. }),
-            "a dropped probe failed"
+            breaker.try_acquire().is_some(),
+            "a dropped probe left no room for the next"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_cancelled_while_closed_count_as_nothing() {
+        let breaker = breaker();
+        fail(&breaker, 2);
+
+        for _ in 0..10 {
+            drop(breaker.try_acquire().expect("closed"));
+        }
+
+        assert_eq!(breaker.state(), State::Closed { failures: 2 });
     }
 }
