@@ -2,7 +2,8 @@
 """The benchmark harness behind `.ci/bench` (standard library only); book/src/measuring.md
 explains every figure. For each step whose Cargo.toml names a `health` path: binary sizes,
 cold start (spawn -> first 200, a tight connect loop), idle and peak RSS, wrk loads (server on
-CPU 0, wrk on CPU 1), SIGTERM under load and after the POST load, memory per stored item; the same for the Go twin of
+CPU 0, wrk on CPU 1), SIGTERM under load and after the POST load, memory per stored item, instructions per request
+(callgrind: step-04, step-06, Go); the same for the Go twin of
 step-04 (.ci/bench.d/go-items, when a Go toolchain is present) and nginx's fixed 200 (when installed); then shedding (step-06, waiting and computing work), the pool
 sweep (step-07), gRPC against REST (step-08), the cost of per-request logging and of opt-level
 "z" (step-04), step-09 in front of a failing inventory, the cost of step-10's traces, and build times. Steps with
@@ -278,6 +279,81 @@ def alternate(variants, path, args, workdir):
     medians = {n: {"rps_median": statistics.median(r["rps"] for r in rs),
                    "p99_ms_median": statistics.median(r["p99_ms"] for r in rs)} for n, rs in runs.items()}
     return {"route": path, "rounds": rounds, "seconds": seconds, "variants": medians}
+
+
+def instructions(built, steps, args, workdir):
+    """User-space instructions per request (callgrind, all threads) of step-04, step-06 and the Go twin on each
+    route, as the wrk rows run them: a profile that, unlike req/s, other work on a shared machine does not move.
+    Counted between `callgrind_control --zero` and `--dump`, after a warm-up, so start-up is left out."""
+    if not shutil.which("valgrind"):
+        raise LookupError("no valgrind: no instruction counts (.ci/bench installs it as root)")
+    result = {}
+    for step in [s for s in steps if s["package"] in ("step-04", "step-06", GO) and s["package"] in built]:
+        name, out = step["package"], workdir / f"callgrind-{len(result)}.out"
+        argv = lambda port: ["--tool=callgrind", f"--callgrind-out-file={out}", built[name]]
+        dumps = lambda: set(workdir.glob(f"{out.name}.*"))
+        # callgrind aborts on the signals of Go's asynchronous preemption; without it, Go preempts at calls only
+        env = {**step["env"], **({"GODEBUG": "asyncpreemptoff=1"} if name == GO else {})}
+        result[name] = {}
+        try:
+            with Server(shutil.which("valgrind"), workdir / "callgrind.log", argv=argv, **env) as server:
+                server.ready(step["ready"], limit=60)  # valgrind starts a program many times slower
+                item = send(server.port, "POST", "/api/items", ITEM)
+                routes = [("GET", step["health"])] + (
+                    [("GET", f"/api/items/{item['id']}"), ("POST", "/api/items")] if item else [])
+                for method, route in routes:
+                    wrk(server.port, route, 8, 1, method == "POST")
+                    control = lambda command: subprocess.run(["callgrind_control", command, str(server.proc.pid)],
+                                                             check=True, capture_output=True, timeout=30)
+                    control("--zero")
+                    before = dumps()
+                    run = wrk(server.port, route, 8, 1 if args.quick else 3, method == "POST")
+                    control("--dump")
+                    for _ in range(300):  # the program writes the dump itself, once it next runs
+                        new = [f for f in dumps() - before if "\ntotals:" in f.read_text(errors="replace")]
+                        if new:
+                            break
+                        time.sleep(0.1)
+                    else:
+                        raise TimeoutError(f"no callgrind dump within 30 s for {method} {route}")
+                    total = sum(int(line.split()[1]) for line in new[0].read_text().splitlines()
+                                if line.startswith("totals:"))
+                    shown = "/api/items/{id}" if "items/" in route else route
+                    result[name][f"{method} {'health' if route == step['health'] else shown}"] = {
+                        "route": shown, "requests": run["requests"], "per_request": round(total / max(run["requests"], 1))}
+        except (RuntimeError, TimeoutError, OSError, ValueError, TypeError, subprocess.SubprocessError) as error:
+            log(f"instructions, {name}: {error}")
+    return {"connections": 8, "seconds": 1 if args.quick else 3, "servers": result}
+
+
+def where_the_time_goes(report, by):
+    """The profile behind the throughput targets: CPU per request, user and kernel, from the wrk rows at 64
+    connections, and the user-space instructions per request (`instructions`, when valgrind ran)."""
+    counted = (report.get("instructions") or {}).get("servers", {})
+    rows = []
+    for name in ("step-04", "step-06", GO, NGINX):
+        for key, r in rows_by_kind(by[name]).items() if name in by else []:
+            if key[2] == 64 and "user_us" in r:
+                count = counted.get(name, {}).get(f"{key[0]} {key[1]}", {}).get("per_request")
+                rows.append([name, f"`{key[0]} {r['route']}`", f"{r['user_us']:.1f} µs", f"{r['system_us']:.1f} µs",
+                             f"{r['user_us'] + r['system_us']:.1f} µs", num(count) if count else "–"])
+    if not rows:
+        return []
+    intro = ("Where the time goes (the profile behind the throughput targets): CPU per request at 64 connections, "
+             "from the same wrk rows")
+    intro += (", and user-space instructions per request, counted by callgrind over all threads at "
+              f"{report['instructions']['connections']} connections:") if counted else (
+        " (valgrind did not run: no instruction counts):")
+    lines = ["", intro]
+    lines += table("server:<|request:<|user:>|kernel:>|CPU per request:>|instructions per request:>", rows)
+    s04, go = rows_by_kind(by["step-04"]), rows_by_kind(by[GO]) if GO in by else {}
+    if (r := s04.get(("GET", "health", 64))) and (g := go.get(("GET", "health", 64))) and "user_us" in g:
+        need = (g["user_us"] + g["system_us"]) / 1.8
+        lines += ["", f"At 1.8× Go on the health route, step-04 would spend {need:.1f} µs per request in all; its kernel "
+                  f"time alone (system calls and the network stack, much the same work for every server) is "
+                  f"{r['system_us']:.1f} µs, which leaves {max(need - r['system_us'], 0):.1f} µs of user time, against "
+                  f"the {r['user_us']:.1f} µs it spends."]
+    return lines
 
 
 def send(port, method, path, body=None):
@@ -583,6 +659,7 @@ def targets(report):
         rows.append([f"rebuild after a handler edit ≤ 10 s ({b['rebuild_step']})", f"{b['rebuild_debug_s']} s", verdict(b["rebuild_debug_s"] <= 10)])
     lines = ["", "The targets, each beside what this run measured (req/s from the table above):"]
     lines += table("target:<|measured:>|met?:^", rows)
+    lines += where_the_time_goes(report, by)
     memory = [(name, m) for name in ("step-04", "step-06", GO) if (m := by.get(name, {}).get("memory_per_item"))]
     lines += table("memory per stored item:<|items stored by the POST runs:>|resident memory added:>|bytes per item:>", [
         [name, num(m["items"]), mib(m["rss_after_kib"] - m["rss_before_kib"]),
@@ -849,6 +926,8 @@ def main():
                                                     for level in ("info", "warn")}, step04["health"], args, workdir)
     if step04 and "step-04" in static and not args.no_release_profile:
         extras["release_profile"] = lambda: release_profile(step04, static, target_dir, args, workdir)
+    if step04:
+        extras["instructions"] = lambda: instructions(built, steps, args, workdir)
     if step04 and not args.no_build_times:
         extras["build_times"] = lambda: build_times(step04, target_dir, args.quick)
     for key, step, measure, db in (("shedding", "step-06", shedding, False), ("cpu_quota", "step-06", cpu_quota, False),

@@ -227,7 +227,7 @@ impl<W> CloudLogging<W> {
                 ("trace_sampled", Some(_)) => {
                     entry(line, "logging.googleapis.com/trace_sampled", value)
                 }
-                (name, _) => entry(line, name, value),
+                (name, _) => field(line, name, value),
             }
         }
         // `httpRequest` gathers the `http.*` fields, on the access-log line only.
@@ -261,23 +261,26 @@ impl<W> CloudLogging<W> {
     }
 }
 
-/// `"name":`
+/// `"name":` for a name of this layer's own (`severity`, `httpRequest`), plain ASCII that
+/// needs no escaping.
 fn key(line: &mut String, name: &str) {
     line.push('"');
-    // Field names are nearly always plain (`request_id`, `http.status`): copied as they are.
-    match name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
-    {
-        true => line.push_str(name),
-        false => escape_into(line, name),
-    }
+    line.push_str(name);
     line.push_str("\":");
 }
 
-/// `"name":value,` with `value` already JSON.
+/// `"name":value,` with a name of this layer's own and `value` already JSON.
 fn entry(line: &mut String, name: &str, value: &str) {
     key(line, name);
+    line.push_str(value);
+    line.push(',');
+}
+
+/// `"name":value,` for a field of the caller's: its name may be any string, so it is escaped.
+fn field(line: &mut String, name: &str, value: &str) {
+    line.push('"');
+    escape_into(line, name);
+    line.push_str("\":");
     line.push_str(value);
     line.push(',');
 }
@@ -335,20 +338,37 @@ fn write_time(line: &mut String, now: time::OffsetDateTime) {
     line.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00.000000Z"));
 }
 
-/// A latency the way Cloud Logging's `httpRequest.latency` wants it: seconds with an `s`.
-/// Logged as `%Latency(elapsed)`, it is written straight into the line, with no `String`.
-pub struct Latency(pub std::time::Duration);
-
-impl std::fmt::Display for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Two integers, not `{:.6}` of an `f64`: formatting a float is many times the work.
-        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+/// A latency the way Cloud Logging's `httpRequest.latency` wants it: seconds with an `s`,
+/// `1.000250s`. Two integers written digit by digit: `{:.6}` of an `f64` is many times the
+/// work, and even `write!` of two integers goes through `core::fmt`'s machinery.
+pub fn format_latency(latency: std::time::Duration) -> String {
+    let mut text = String::with_capacity(24);
+    push_u64(&mut text, latency.as_secs());
+    text.push('.');
+    let micros = latency.subsec_micros();
+    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+        text.push(char::from(b'0' + (micros / place % 10) as u8));
     }
+    text.push('s');
+    text
 }
 
-/// [`Latency`] as a `String`.
-pub fn format_latency(latency: std::time::Duration) -> String {
-    Latency(latency).to_string()
+/// Appends `n` in decimal. `write!(out, "{n}")` goes through `core::fmt` (a `Formatter`, then
+/// `pad_integral`): a few hundred instructions for what is a loop of divisions.
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[start..]
+        .iter()
+        .for_each(|&d| out.push(char::from(d)));
 }
 
 /// The fields of a span or event, each value rendered as JSON text (`"GET"`, `201`, `true`)
@@ -404,13 +424,14 @@ impl Visit for JsonFields {
         });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, |out| {
-            let _ = write!(out, "{value}");
-        });
+        self.push(field, |out| push_u64(out, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.push(field, |out| {
-            let _ = write!(out, "{value}");
+            if value < 0 {
+                out.push('-');
+            }
+            push_u64(out, value.unsigned_abs());
         });
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -443,13 +464,18 @@ struct Escaped<'a>(&'a mut String);
 
 impl std::fmt::Write for Escaped<'_> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let special = |b: u8| b < b' ' || b == b'"' || b == b'\\';
+        // Nearly every text has nothing to escape. A check that looks at every byte, without
+        // stopping at the first special one, is a loop the compiler turns into vector
+        // instructions (many bytes per instruction), and then the text is copied whole.
+        if !text.bytes().fold(false, |found, b| found | special(b)) {
+            self.0.push_str(text);
+            return Ok(());
+        }
         // Byte by byte: every character that needs escaping is ASCII, and a UTF-8 multi-byte
         // character never contains an ASCII byte, so the slices below are always whole.
         let mut rest = text;
-        while let Some(at) = rest
-            .bytes()
-            .position(|b| b < b' ' || b == b'"' || b == b'\\')
-        {
+        while let Some(at) = rest.bytes().position(special) {
             self.0.push_str(&rest[..at]);
             match rest.as_bytes()[at] {
                 b'"' => self.0.push_str("\\\""),
@@ -502,11 +528,18 @@ mod tests {
     fn text_is_escaped_so_every_line_stays_one_json_object() {
         let nasty = "a \"quote\", a \\ backslash,\na new line, a \u{1} control, and é";
 
-        let lines = lines_of(None, || tracing::info!(field = nasty, "{nasty}"));
+        // A long text with its one special character last (past any block the check reads whole).
+        let late = format!("{}\"", "x".repeat(100));
+
+        let lines = lines_of(None, || {
+            tracing::info!(field = nasty, late, "odd \"name\"" = 1, "{nasty}");
+        });
 
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["message"], nasty);
         assert_eq!(lines[0]["field"], nasty);
+        assert_eq!(lines[0]["late"], late.as_str());
+        assert_eq!(lines[0]["odd \"name\""], 1);
     }
 
     #[test]
@@ -686,9 +719,25 @@ mod tests {
 
     #[test]
     fn latency_is_seconds_with_an_s() {
-        assert_eq!(
-            format_latency(std::time::Duration::from_micros(12_345)),
-            "0.012345s"
-        );
+        let latency = |micros| format_latency(std::time::Duration::from_micros(micros));
+
+        assert_eq!(latency(12_345), "0.012345s");
+        assert_eq!(latency(0), "0.000000s");
+        assert_eq!(latency(61_000_007), "61.000007s");
+    }
+
+    #[test]
+    fn integers_are_written_as_core_fmt_writes_them() {
+        for n in [0, 7, 10, 4_096, u64::MAX] {
+            let mut text = String::new();
+            push_u64(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
+        let lines = lines_of(None, || {
+            tracing::info!(low = i64::MIN, below = -42, above = 42, "x")
+        });
+        let field = |name: &str| lines[0][name].as_i64();
+        assert_eq!(field("low"), Some(i64::MIN));
+        assert_eq!((field("below"), field("above")), (Some(-42), Some(42)));
     }
 }

@@ -71,7 +71,8 @@ pub fn parse_cloud_trace_context(value: &str) -> Option<TraceContext> {
         None | Some("") => None,
         Some(decimal) => match decimal.parse::<u64>() {
             Ok(0) | Err(_) => return None,
-            Ok(n) => Some(format!("{n:016x}")),
+            // 16 hex digits, most significant first (a hand-written `{n:016x}`, on every request).
+            Ok(n) => Some((0..16).rev().map(|i| hex_digit(n >> (4 * i))).collect()),
         },
     };
     let sampled = options.is_some_and(|o| o.trim() == "o=1");
@@ -82,6 +83,11 @@ pub fn parse_cloud_trace_context(value: &str) -> Option<TraceContext> {
     })
 }
 // ANCHOR_END: trace_context
+
+/// The lowest four bits of `n` as a lowercase hex digit.
+fn hex_digit(n: u64) -> char {
+    char::from(b"0123456789abcdef"[(n & 0xf) as usize])
+}
 
 fn is_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
