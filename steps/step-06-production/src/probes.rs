@@ -120,6 +120,19 @@ fn probe_reply(status: StatusCode, body: &'static str) -> Response {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_probe_answers_json_that_no_cache_may_keep() {
+        let response = readyz(State(Readiness::default())).await;
+
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(&body[..], br#"{"status":"starting"}"#);
+    }
+
     #[test]
     fn readiness_moves_starting_ready_draining_and_never_back() {
         let readiness = Readiness::default();

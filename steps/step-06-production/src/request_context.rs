@@ -318,6 +318,43 @@ mod tests {
 
     use super::*;
 
+    /// The `httpRequest` of an access-log line logged inside `request`'s span.
+    fn http_request_of(request: Request) -> serde_json::Value {
+        use tracing_subscriber::layer::SubscriberExt;
+        let capture = testkit::logs::Capture::default();
+        let layer = crate::logging::CloudLogging::new(capture.clone(), None);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let _entered = request_span(&request, "req-1").entered();
+            tracing::info!(http.status = 200_u16, "request finished");
+        });
+        capture.json_lines()[0]["httpRequest"].clone()
+    }
+
+    #[test]
+    fn the_span_logs_the_target_and_the_client_address_as_text() {
+        let mut origin = Request::builder()
+            .uri("/api/items?limit=5")
+            .body(Body::empty())
+            .expect("request");
+        let peer: SocketAddr = "192.0.2.10:4711".parse().expect("address");
+        origin.extensions_mut().insert(ConnectInfo(peer));
+        let absolute = Request::builder()
+            .uri("http://example.com/api/items?limit=5")
+            .header("x-forwarded-for", " 2001:db8::1 , 10.0.0.1")
+            .body(Body::empty())
+            .expect("request");
+
+        let (origin, absolute) = (http_request_of(origin), http_request_of(absolute));
+
+        assert_eq!(origin["requestUrl"], "/api/items?limit=5");
+        assert_eq!(origin["remoteIp"], "192.0.2.10");
+        assert_eq!(
+            absolute["requestUrl"],
+            "http://example.com/api/items?limit=5"
+        );
+        assert_eq!(absolute["remoteIp"], "2001:db8::1");
+    }
+
     fn with_id(id: &str) -> Request {
         Request::builder()
             .header("x-request-id", id)
