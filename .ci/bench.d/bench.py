@@ -550,7 +550,7 @@ def render_images(path, out):
                 [("podman run → first 200 (ms)", [statistics.median(i["cold_ms"]) for i in data["images"]]),
                  ("gzipped image (MB)", [round(i["gzip_bytes"] / 1e6, 1) for i in data["images"]]),
                  ("model: pull at 1 Gbit/s + start (ms)", [round(model(i, 125)) for i in data["images"]])])
-    write_files({"ship-images.md": lines, "ship-images.svg": [svg]}, out, stamps.line(stamp) + "\n", "the image-check report as")
+    write_files({"ship-images.md": lines, "ship-images.svg": [svg]}, out, stamps.line(stamp) + "\n")
 
 
 def release_profile(step, static, target_dir, args, workdir):
@@ -834,10 +834,10 @@ def write(report, out, name="bench.json"):
     write_files(files, out, note, name)
 
 
-def write_files(files, out, note, name):
+def write_files(files, out, note, name=None):
     for file, lines in files.items():
         (out / file).write_text(note + "\n".join(lines) + "\n")
-    log(f"wrote {name}, {', '.join(files)} to {out}")
+    log(f"wrote {', '.join(([name] if name else []) + list(files))} to {out}")
 
 
 def main():
